@@ -1,0 +1,16 @@
+"""mnist37: fast.ai lesson 4's MNIST 3-vs-7 classifier, as a package you can train, inspect and import.
+
+    from mnist37 import load_model
+    model = load_model("outputs/runs/<run>/model.pt")
+    model.predict(images)  # images: float (N, 28, 28) in [0, 1] -> digits, e.g. tensor([3, 7, ...])
+"""
+
+from mnist37.checkpoints import load_model, save_checkpoint
+from mnist37.data import Digits, Split, load_embedded, load_mnist
+from mnist37.models import MLP, Classifier, LinearModel
+from mnist37.training import evaluate, resolve_device, train
+
+__all__ = [
+    "Classifier", "Digits", "LinearModel", "MLP", "Split", "evaluate", "load_embedded", "load_mnist",
+    "load_model", "resolve_device", "save_checkpoint", "train",
+]

@@ -1,0 +1,81 @@
+"""Checkpoints: the weights plus what is needed to rebuild the model, in a file that is safe to load.
+
+A checkpoint holds only tensors, strings and numbers, and is always read with
+`torch.load(..., weights_only=True)`: loading someone else's file can never run their code. The model
+class is looked up by name in `mnist37.models.MODELS`, never imported from a path in the file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from mnist37.errors import BadInputError
+from mnist37.models import MODELS, Classifier
+
+FORMAT = "mnist37-checkpoint"
+VERSION = 1
+CHECKPOINT_NAME = "model.pt"
+
+
+class CheckpointError(BadInputError):
+    pass
+
+
+def save_checkpoint(path: str | Path, model: Classifier, **extra) -> Path:
+    """Write `model` (and `extra` plain values, e.g. metrics or the config) to `path`, atomically."""
+    path = Path(path)
+    checkpoint = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": type(model).__name__,
+        "hparams": dict(model.hparams),
+        "digits": list(model.digits),
+        "state_dict": {name: t.detach().cpu() for name, t in model.state_dict().items()},
+        **extra,
+    }
+    # Write next to the target, then rename: a crash never leaves a half-written checkpoint.
+    partial = path.with_name(f".{path.name}.partial")
+    with open(partial, "wb") as f:
+        torch.save(checkpoint, f)
+        f.flush()
+        os.fsync(f.fileno())
+    partial.replace(path)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """The checkpoint dict at `path` (a file, or a run folder holding model.pt), checked."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found: give a {CHECKPOINT_NAME} file or a run folder holding one")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - every way a file can fail to load means "not ours"
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise CheckpointError(
+            f"{path} is not a loadable mnist37 checkpoint ({first_line}); "
+            "only files written by mnist37 (tensors and plain values) are accepted"
+        ) from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an mnist37 checkpoint (no '{FORMAT}' format marker)")
+    if checkpoint.get("model") not in MODELS:
+        raise CheckpointError(
+            f"{path} holds an unknown model {checkpoint.get('model')!r}; known: {', '.join(MODELS)}"
+        )
+    return checkpoint
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> Classifier:
+    """The trained model saved at `path` (a checkpoint or a run folder), in eval mode on `device`."""
+    checkpoint = load_checkpoint(path)
+    model = MODELS[checkpoint["model"]](digits=checkpoint["digits"], **checkpoint["hparams"])
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as error:
+        raise CheckpointError(f"{path}: weights do not fit a {checkpoint['model']}: {str(error).splitlines()[0]}") from None
+    return model.to(device).eval()
