@@ -73,10 +73,11 @@ class LinearModel(Classifier):
     """One weight per pixel (per digit) plus a bias: the lesson's model.
 
     init_std: weights and bias start as `torch.randn(...) * init_std`, as fast.ai's `init_params`
-    does (init_std=1.0 there); 0 starts from all zeros.
+    does (init_std=1.0 there, which trains slower: big random weights must first be unlearned);
+    0 starts from all zeros.
     """
 
-    def __init__(self, digits=(3, 7), bias: bool = True, init_std: float = 1.0):
+    def __init__(self, digits=(3, 7), bias: bool = True, init_std: float = 0.01):
         super().__init__(digits, bias=bias, init_std=init_std)
         # One column per output; a single output is a plain vector, so `x @ w` is already (N,).
         shape = () if self.n_outputs == 1 else (self.n_outputs,)

@@ -1,0 +1,143 @@
+"""The Hydra app: config composition, a real run, a real sweep, outputs read back, clear errors."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from conftest import run_cli
+from mnist37 import LinearModel, load_model
+from mnist37.train import config_dir, run
+
+GROUPS = {
+    group: sorted(p.stem for p in (Path(config_dir()) / group).glob("*.yaml"))
+    for group in ("data", "model", "optimizer", "device")
+}
+METRIC_KEYS = {
+    "valid_accuracy", "valid_loss", "train_loss", "epochs", "train_samples_per_s", "device",
+    "data_source", "n_train", "n_valid", "model", "seed",
+}
+
+
+def make_config(*overrides: str):
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides))
+
+
+def test_every_group_has_its_options():
+    assert GROUPS == {
+        "data": ["embedded", "mnist"], "model": ["linear", "mlp"],
+        "optimizer": ["adam", "adamw", "sgd"], "device": ["auto", "cpu", "cuda"],
+    }
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g, options in GROUPS.items() for o in options])
+def test_every_option_composes_and_builds(group, option):
+    cfg = make_config(f"{group}={option}")
+    model = instantiate(cfg.model, digits=(3, 7))
+    optimizer = instantiate(cfg.optimizer)(model.parameters())
+    assert isinstance(optimizer, torch.optim.Optimizer)
+    assert optimizer.param_groups[0]["lr"] == cfg.optimizer.lr
+    assert cfg.device.type in ("auto", "cpu", "cuda")
+
+
+def test_defaults_are_the_lesson():
+    cfg = make_config()
+    assert cfg.model._target_.endswith("LinearModel") and cfg.model.bias is True
+    assert list(cfg.data.digits) == [3, 7] and cfg.data._target_.endswith("load_mnist")
+    assert cfg.device.type == "auto" and cfg.optimizer._target_ == "torch.optim.SGD"
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, data_root):
+    run_dir = tmp_path_factory.mktemp("run")
+    cfg = make_config("data=embedded", f"data.root={data_root}", "trainer.epochs=3", "device=cpu")
+    return run_dir, run(cfg, run_dir)
+
+
+def test_run_writes_metrics(finished_run):
+    run_dir, metrics = finished_run
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    assert saved == metrics and METRIC_KEYS <= saved.keys()
+    assert saved["epochs"] == 3 and saved["n_train"] == 800 and saved["data_source"] == "embedded"
+    assert saved["valid_accuracy"] > 0.9 and saved["train_samples_per_s"] > 0
+
+
+def test_checkpoint_round_trip(finished_run, digits37):
+    run_dir, metrics = finished_run
+    saved = torch.load(run_dir / "model.pt", weights_only=True)  # plain values only
+    model = load_model(run_dir / "model.pt")
+    assert isinstance(model, LinearModel) and not model.training and model.digits == (3, 7)
+    assert torch.equal(model.weights, saved["state_dict"]["weights"])
+    assert load_model(run_dir).digits == (3, 7)  # a run folder works too
+    predicted = model.predict(digits37.valid.x.reshape(-1, 28, 28))
+    accuracy = (predicted == torch.tensor([3, 7])[digits37.valid.y]).float().mean().item()
+    assert accuracy == pytest.approx(metrics["valid_accuracy"])
+
+
+def test_tensorboard_has_curves_weight_images_and_histograms(finished_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir, metrics = finished_run
+    events = EventAccumulator(str(run_dir), size_guidance={"images": 0})
+    events.Reload()
+    tags = events.Tags()
+    for tag in ("loss/train", "loss/valid", "accuracy/train", "accuracy/valid"):
+        assert [e.step for e in events.Scalars(tag)] == [1, 2, 3]
+    assert events.Scalars("accuracy/valid")[-1].value == pytest.approx(metrics["valid_accuracy"])
+    images = events.Images("weights")
+    assert len(images) == 3 and images[0].width == 28 and images[0].height == 28
+    assert {"params/weights", "params/bias"} <= set(tags["histograms"])
+
+
+def test_weight_image_shows_sign():
+    from mnist37.tb_logger import signed_rgb
+
+    maps = torch.zeros(1, 28, 28)
+    maps[0, 0, 0], maps[0, 0, 1] = 2.0, -0.5
+    rgb = signed_rgb(maps)[0]
+    assert rgb[:, 0, 0].tolist() == [0.0, 0.0, 1.0]  # strongest positive: blue
+    assert rgb[:, 0, 1].tolist() == [1.0, 0.75, 0.75]  # weak negative: light red
+    assert rgb[:, 5, 5].tolist() == [1.0, 1.0, 1.0]  # zero: white
+
+
+@pytest.mark.slow
+def test_cli_run_and_sweep(tmp_path, data_root):
+    common = ["data=embedded", f"data.root={data_root}", "trainer.epochs=1"]
+    single = run_cli(*common, cwd=tmp_path)
+    assert single.returncode == 0, single.stderr
+    (run_dir,) = (tmp_path / "outputs" / "runs").iterdir()
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "completed"
+
+    sweep = run_cli("-m", *common, "model=linear,mlp", "optimizer=sgd,adam", cwd=tmp_path)
+    assert sweep.returncode == 0, sweep.stderr
+    (sweep_dir,) = (tmp_path / "outputs" / "multirun").iterdir()
+    jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert [j.name.split("_", 1)[0] for j in jobs] == ["0", "1", "2", "3"]
+    models = {json.loads((j / "metrics.json").read_text())["model"] for j in jobs}
+    assert models == {"LinearModel", "MLP"}
+    for job in jobs:
+        assert (job / "model.pt").is_file() and list(job.glob("events.out.tfevents.*"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error shown without CUDA")
+def test_cli_cuda_without_cuda_fails_at_once_in_one_line(tmp_path):
+    result = run_cli("device=cuda", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "device=cuda but CUDA is not available" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.slow
+def test_cli_missing_data_and_bad_model(tmp_path):
+    missing = run_cli("data.download=false", f"data.root={tmp_path / 'empty'}", cwd=tmp_path)
+    assert missing.returncode == 1 and "MNIST files not found" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+    bad_model = run_cli("model=resnet", cwd=tmp_path)
+    assert bad_model.returncode != 0
+    assert "model/resnet" in bad_model.stderr and "linear" in bad_model.stderr and "mlp" in bad_model.stderr

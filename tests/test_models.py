@@ -1,0 +1,86 @@
+import pytest
+import torch
+
+from mnist37.models import MLP, LinearModel
+
+
+def test_linear_is_x_times_w_plus_b():
+    model = LinearModel((3, 7))
+    x = torch.rand(5, 784)
+    assert model.weights.shape == (784,) and model.bias.shape == ()
+    assert torch.allclose(model(x), (x * model.weights).sum(dim=1) + model.bias)
+
+
+def test_linear_without_bias_has_no_bias_parameter():
+    model = LinearModel((3, 7), bias=False)
+    assert [name for name, _ in model.named_parameters()] == ["weights"]
+    x = torch.rand(4, 784)
+    assert torch.allclose(model(x), x @ model.weights)
+    assert torch.equal(model(torch.zeros(1, 784)), torch.zeros(1))  # a blank image sits on the boundary
+
+
+def test_init_std_reproduces_fastai_init_params():
+    torch.manual_seed(0)
+    model = LinearModel((3, 7), init_std=1.0)
+    torch.manual_seed(0)
+    expected = torch.randn(784) * 1.0  # fast.ai: init_params((28*28, 1)) = randn(size) * std
+    assert torch.equal(model.weights.detach(), expected)
+    assert torch.count_nonzero(LinearModel((3, 7), init_std=0).weights) == 0
+
+
+def test_mlp_shapes_and_weight_images():
+    model = MLP((3, 7), hidden=12)
+    assert model(torch.rand(6, 784)).shape == (6,)
+    images = model.weight_images()
+    assert images.shape == (12, 28, 28)
+    assert torch.equal(images[2].flatten(), model.layers[0].weight[2])
+
+
+def test_linear_weight_image_is_the_weight_vector_as_28x28():
+    model = LinearModel((3, 7))
+    image = model.weight_images()
+    assert image.shape == (1, 28, 28)
+    assert torch.equal(image[0, 1, 0], model.weights[28])  # row-major, like the pixels
+
+
+def test_multi_digit_models_give_one_logit_and_image_per_digit():
+    digits = tuple(range(10))
+    linear, mlp = LinearModel(digits), MLP(digits, hidden=8)
+    x = torch.rand(3, 784)
+    assert linear(x).shape == (3, 10) and mlp(x).shape == (3, 10)
+    assert linear.weight_images().shape == (10, 28, 28)
+    assert torch.equal(linear.weight_images()[4].flatten(), linear.weights[:, 4])
+
+
+def test_predict_returns_digits_for_every_image_layout():
+    model = LinearModel((3, 7), init_std=0)
+    with torch.no_grad():
+        model.weights[:392] = 1.0  # ink in the top half -> 3
+        model.weights[392:] = -1.0  # ink in the bottom half -> 7
+    top, bottom = torch.zeros(28, 28), torch.zeros(28, 28)
+    top[:5], bottom[-5:] = 1.0, 1.0
+    images = torch.stack([top, bottom])
+    for layout in (images, images[:, None], images.reshape(2, 784)):
+        assert model.predict(layout).tolist() == [3, 7]
+
+
+def test_predict_multi_digit_maps_argmax_to_digit():
+    model = LinearModel((1, 5, 9), init_std=0)
+    with torch.no_grad():
+        model.bias[:] = torch.tensor([0.0, 0.0, 1.0])
+    assert model.predict(torch.zeros(2, 784)).tolist() == [9, 9]
+
+
+def test_predict_refuses_wrong_image_size():
+    with pytest.raises(ValueError, match=r"\(N,28,28\)"):
+        LinearModel((3, 7)).predict(torch.zeros(2, 32, 32))
+
+
+def test_binary_loss_treats_first_digit_as_positive():
+    model = LinearModel((3, 7))
+    y = torch.tensor([0, 1])  # class 0 is digit 3
+    targets = model.loss_targets(y)
+    assert targets.tolist() == [1.0, 0.0]
+    confident_right = torch.tensor([10.0, -10.0])
+    assert model.loss(confident_right, targets) < 1e-3
+    assert model.classes(confident_right).tolist() == [0, 1]
