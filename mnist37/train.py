@@ -52,6 +52,8 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
     data = instantiate(cfg.data).to(device)
     model = instantiate(cfg.model, digits=data.digits).to(device)
     optimizer = instantiate(cfg.optimizer)(model.parameters())
+    if cfg.trainer.compile:
+        model.compile()  # in place: the module, its state_dict and its checkpoint stay as they are
     log.info(
         "%s on %s: %s digits %s, %d train / %d valid images",
         type(model).__name__, device, data.source, data.digits, len(data.train), len(data.valid),
@@ -66,7 +68,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
         history = train(
             model, data, optimizer,
             epochs=cfg.trainer.epochs, batch_size=cfg.trainer.batch_size, seed=cfg.seed,
-            on_epoch_end=logger, progress=cfg.trainer.progress,
+            on_epoch_end=logger, progress=cfg.trainer.progress, bf16=cfg.trainer.bf16,
         )
     finally:
         if logger is not None:

@@ -13,9 +13,10 @@ computed once per epoch, on the whole train and valid splits, outside the timed 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import torch
@@ -83,6 +84,35 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+@dataclass
+class TrainState:
+    """Where a run stands: enough to continue it exactly as if it had never stopped."""
+
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimisation steps done in epoch `epoch + 1` (non-zero only after a stop)
+    shuffle: torch.Tensor | None = None  # batch-order generator state at the start of epoch `epoch + 1`
+    seconds: float = 0.0  # step time already spent in epoch `epoch + 1`
+    history: list[EpochMetrics] = field(default_factory=list)
+    stopped: bool = False  # `stop()` said so before the last epoch was done
+
+
+def run_epoch(model, optimizer, x, targets, batches, precision, stop=None) -> int:
+    """Optimisation steps over `batches` (index tensors into x); returns how many were done.
+
+    Nothing here reads a value back to the host, so on CUDA the steps queue up without waiting.
+    """
+    for done, batch in enumerate(batches):
+        if stop is not None and stop():
+            return done
+        with precision:
+            # index_select, not x[batch]: the same rows, gathered ~2.5x faster on the CPU.
+            loss = model.loss(model(x.index_select(0, batch)), targets.index_select(0, batch))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return len(batches)
+
+
 def train(
     model: Classifier,
     data: Digits,
@@ -93,34 +123,49 @@ def train(
     seed: int = 0,
     on_epoch_end: Callable[[EpochMetrics, Classifier], None] | None = None,
     progress: bool | None = None,
+    bf16: bool = False,
+    state: TrainState | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> list[EpochMetrics]:
     """Train `model` on `data.train` with mini-batch gradient descent; evaluate after every epoch.
 
     `data` must already be on the model's device. `seed` fixes the order of the batches (the model's
     initial weights are fixed by whoever built it). `progress`: a progress bar; None shows it only
-    on a terminal. Returns one EpochMetrics per epoch.
+    on a terminal. `bf16`: run forward and loss under bfloat16 autocast (weights stay float32).
+    `state`: where to start (a saved TrainState continues a run); it is updated as training goes.
+    `stop`: checked before every step; when it returns True, training stops there with
+    `state.stopped` set. Returns one EpochMetrics per epoch (including those of a resumed run).
     """
     from tqdm.auto import tqdm
 
+    state = state if state is not None else TrainState()
     x, y = data.train.x, data.train.y
     targets = model.loss_targets(y)
     shuffle = torch.Generator(device=x.device).manual_seed(seed)
-    history: list[EpochMetrics] = []
-    bar = tqdm(range(1, epochs + 1), desc="train", unit="epoch", disable=None if progress is None else not progress)
+    if state.shuffle is not None:
+        shuffle.set_state(state.shuffle)
+    precision = torch.autocast(x.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    bar = tqdm(
+        range(state.epoch + 1, epochs + 1), desc="train", unit="epoch", initial=state.epoch, total=epochs,
+        disable=None if progress is None else not progress,
+    )
     model.train()
     for epoch in bar:
+        state.shuffle = shuffle.get_state()  # a stop mid-epoch replays this epoch's order on resume
+        batches = torch.randperm(len(y), device=x.device, generator=shuffle).split(batch_size)
         synchronize(x.device)
         started = time.perf_counter()
-        for batch in torch.randperm(len(y), device=x.device, generator=shuffle).split(batch_size):
-            loss = model.loss(model(x[batch]), targets[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+        done = run_epoch(model, optimizer, x, targets, batches[state.step:], precision, stop)
         synchronize(x.device)
-        seconds = time.perf_counter() - started
+        state.seconds += time.perf_counter() - started
+        state.step += done
+        if state.step < len(batches):
+            state.stopped = True
+            break
 
-        metrics = EpochMetrics(epoch, *evaluate(model, data.train), *evaluate(model, data.valid), seconds)
-        history.append(metrics)
+        metrics = EpochMetrics(epoch, *evaluate(model, data.train), *evaluate(model, data.valid), state.seconds)
+        state.history.append(metrics)
+        state.epoch, state.step, state.seconds, state.shuffle = epoch, 0, 0.0, shuffle.get_state()
         bar.set_postfix(train_loss=f"{metrics.train_loss:.4f}", valid_acc=f"{metrics.valid_accuracy:.2%}")
         if bar.disable:
             log.info(
@@ -129,7 +174,8 @@ def train(
             )
         if on_epoch_end is not None:
             on_epoch_end(metrics, model)
-    return history
+    bar.close()
+    return state.history
 
 
 def samples_per_second(history: list[EpochMetrics], n_train: int) -> float:

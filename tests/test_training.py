@@ -97,3 +97,49 @@ def test_device_names():
 def test_cuda_without_cuda_is_a_clear_error():
     with pytest.raises(BadInputError, match="CUDA is not available.*device=cpu"):
         resolve_device("cuda")
+
+
+@pytest.mark.parametrize("make_model", [LinearModel, MLP])
+def test_stop_and_continue_gives_the_same_weights(digits37, make_model):
+    """A run stopped mid-epoch and continued from its TrainState ends exactly where an unbroken run ends."""
+    from mnist37.training import TrainState
+
+    def fresh():
+        torch.manual_seed(5)
+        model = make_model(digits37.digits)
+        return model, torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    model, optimizer = fresh()
+    unbroken = train(model, digits37, optimizer, epochs=3, seed=5, progress=False)
+
+    steps = iter(range(1000))
+    stopped_model, stopped_optimizer = fresh()
+    state = TrainState()
+    first = train(stopped_model, digits37, stopped_optimizer, epochs=3, seed=5, progress=False, state=state,
+                  stop=lambda: next(steps) == 6)  # epoch 2, after its 2nd of 4 steps
+    assert state.stopped and state.epoch == 1 and state.step == 2 and len(first) == 1
+    state.stopped = False
+    resumed = train(stopped_model, digits37, stopped_optimizer, epochs=3, seed=5, progress=False, state=state)
+    assert [m.epoch for m in resumed] == [1, 2, 3]
+    for a, b in zip(model.parameters(), stopped_model.parameters()):
+        assert torch.equal(a, b)
+    assert resumed[-1].valid_loss == unbroken[-1].valid_loss
+
+
+def test_bf16_autocast_trains(digits37):
+    torch.manual_seed(0)
+    model = MLP(digits37.digits)
+    history = train(model, digits37, torch.optim.SGD(model.parameters(), lr=0.25), epochs=3, progress=False, bf16=True)
+    assert model.layers[0].weight.dtype == torch.float32  # autocast computes in bf16, keeps fp32 weights
+    assert history[-1].valid_accuracy > 0.9
+
+
+@pytest.mark.slow
+def test_compiled_model_trains_like_the_eager_one(digits37):
+    eager, eager_history = fit(digits37, LinearModel, epochs=2)
+    torch.manual_seed(0)
+    compiled = LinearModel(digits37.digits)
+    compiled.compile()
+    history = train(compiled, digits37, torch.optim.SGD(compiled.parameters(), lr=0.25), epochs=2, progress=False)
+    assert torch.allclose(compiled.weights, eager.weights, atol=1e-5)
+    assert history[-1].valid_accuracy == pytest.approx(eager_history[-1].valid_accuracy, abs=0.01)
