@@ -1,4 +1,4 @@
-"""Models: the lesson's linear classifier and a small MLP.
+"""Models: the lesson's linear classifier, a small MLP, and the pixel-similarity baseline.
 
 The whole idea of the lesson is in `LinearModel.forward`: every pixel is multiplied by a weight,
 the products are summed, and a bias is added: `x @ w + b`. A positive weight means "ink here is
@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from mnist37.errors import BadInputError
 
 N_PIXELS = 28 * 28
 
@@ -111,5 +113,57 @@ class MLP(Classifier):
         return self.layers[0].weight.detach().reshape(-1, 28, 28)
 
 
+class TemplateModel(Classifier):
+    """fast.ai's pixel-similarity baseline: the mean ("ideal") image of each digit; the closest wins.
+
+    It is not trained by gradient descent: `fit` averages the training images of each digit, once.
+    distance="l1" scores an image by the mean of `abs(pixel - mean pixel)`, exactly the asker's idea;
+    "l2" by the mean squared difference. Logits are minus the distances (two digits: one logit,
+    d(second) - d(first), so logit > 0 still means the first digit).
+
+    L2 is secretly linear: |x - m0|^2 - |x - m1|^2 expands to x @ 2(m0 - m1) + |m1|^2 - |m0|^2 plus
+    nothing that depends on the digit, so `linear_equivalent` gives the weights and bias of a
+    LinearModel that makes the same decisions.
+    """
+
+    def __init__(self, digits=(3, 7), distance: str = "l1"):
+        if distance not in ("l1", "l2"):
+            raise BadInputError(f"model.distance={distance!r} is not known: use l1 or l2")
+        super().__init__(digits, distance=distance)
+        self.register_buffer("means", torch.zeros(len(self.digits), N_PIXELS))
+
+    @torch.no_grad()
+    def fit(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Set each digit's mean image from rows `x` with class indices `y`."""
+        sums = torch.zeros_like(self.means).index_add_(0, y, x)
+        counts = torch.bincount(y, minlength=len(self.digits)).clamp_min(1)
+        self.means.copy_(sums / counts[:, None])
+
+    def distances(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, n_digits) mean distance of each image to each digit's mean image."""
+        power = 1 if self.hparams["distance"] == "l1" else 2
+        return torch.stack([(x - mean).abs().pow(power).mean(dim=1) for mean in self.means], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        distances = self.distances(x)
+        if self.n_outputs == 1:
+            return distances[:, 1] - distances[:, 0]
+        return -distances
+
+    def weight_images(self) -> torch.Tensor:
+        """The mean image of each digit: what this model compares every image with."""
+        return self.means.reshape(-1, 28, 28)
+
+    def linear_equivalent(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(weights (784,), bias) of the linear model deciding exactly like this two-digit L2 model."""
+        if self.hparams["distance"] != "l2" or self.n_outputs != 1:
+            raise ValueError("only a two-digit l2 template model is a linear model")
+        first, second = self.means
+        # mean squared distances: the expansion above divided by N_PIXELS, which changes no decision
+        weights = 2 * (first - second) / N_PIXELS
+        bias = (second.square().sum() - first.square().sum()) / N_PIXELS
+        return weights, bias
+
+
 # Checkpoints name their model by class name; only these classes are ever rebuilt from a file.
-MODELS = {cls.__name__: cls for cls in (LinearModel, MLP)}
+MODELS = {cls.__name__: cls for cls in (LinearModel, MLP, TemplateModel)}

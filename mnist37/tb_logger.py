@@ -2,7 +2,9 @@
 
 Open with `tensorboard --logdir outputs`. Tags:
   loss/train, loss/valid, accuracy/train, accuracy/valid   one point per epoch
-  weights                                                  the weight images as one grid per epoch
+  weights/model                                            the weight images as one grid per epoch
+  weights/mean3_minus_mean7                                the ideal 3 minus the ideal 7 (two digits)
+  weights/template_l2_as_linear(_bias)                     model=template distance=l2 as x @ w + b
   params/<name>                                            histogram of each parameter per epoch
 """
 
@@ -12,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from mnist37.models import Classifier
+from mnist37.data import Digits
+from mnist37.models import Classifier, TemplateModel
 from mnist37.training import EpochMetrics
 
 
@@ -38,19 +41,33 @@ def weight_grid(model: Classifier) -> torch.Tensor:
 
 
 class TensorBoardLogger:
-    """Called after every epoch by `mnist37.training.train` (as `on_epoch_end`)."""
+    """Called after every epoch by `mnist37.training.train` (as `on_epoch_end`).
 
-    def __init__(self, log_dir: str | Path):
+    Given the run's `data` with two digits, it also logs, once, the picture to compare the learned
+    weights with: the first digit's mean image minus the second's.
+    """
+
+    def __init__(self, log_dir: str | Path, data: Digits | None = None):
         from torch.utils.tensorboard import SummaryWriter  # imported only when logging is on
 
         self.writer = SummaryWriter(log_dir=str(log_dir))
+        if data is not None and len(data.digits) == 2:
+            probe = TemplateModel(data.digits).to(data.train.x.device)
+            probe.fit(data.train.x, data.train.y)
+            first, second = probe.weight_images()
+            self.writer.add_image(f"weights/mean{data.digits[0]}_minus_mean{data.digits[1]}",
+                                  signed_rgb((first - second)[None])[0], 0)
 
     def __call__(self, metrics: EpochMetrics, model: Classifier) -> None:
         step = metrics.epoch
         for split in ("train", "valid"):
             self.writer.add_scalar(f"loss/{split}", getattr(metrics, f"{split}_loss"), step)
             self.writer.add_scalar(f"accuracy/{split}", getattr(metrics, f"{split}_accuracy"), step)
-        self.writer.add_image("weights", weight_grid(model), step)
+        self.writer.add_image("weights/model", weight_grid(model), step)
+        if isinstance(model, TemplateModel) and model.hparams["distance"] == "l2" and model.n_outputs == 1:
+            weights, bias = model.linear_equivalent()
+            self.writer.add_image("weights/template_l2_as_linear", signed_rgb(weights.reshape(1, 28, 28))[0], step)
+            self.writer.add_scalar("weights/template_l2_as_linear_bias", bias, step)
         for name, param in model.named_parameters():
             self.writer.add_histogram(f"params/{name}", param.detach().cpu(), step)
 

@@ -41,7 +41,8 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
     import torch
 
     from mnist37.checkpoints import save_checkpoint
-    from mnist37.training import resolve_device, samples_per_second, train
+    from mnist37.models import TemplateModel
+    from mnist37.training import fit_template, resolve_device, samples_per_second, train
 
     run_dir = Path(run_dir)
     device = resolve_device(cfg.device.type)  # first: a bad device fails before any work
@@ -51,7 +52,6 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
 
     data = instantiate(cfg.data).to(device)
     model = instantiate(cfg.model, digits=data.digits).to(device)
-    optimizer = instantiate(cfg.optimizer)(model.parameters())
     if cfg.trainer.compile:
         model.compile()  # in place: the module, its state_dict and its checkpoint stay as they are
     log.info(
@@ -63,13 +63,16 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
     if cfg.tensorboard:
         from mnist37.tb_logger import TensorBoardLogger
 
-        logger = TensorBoardLogger(run_dir)
+        logger = TensorBoardLogger(run_dir, data)
     try:
-        history = train(
-            model, data, optimizer,
-            epochs=cfg.trainer.epochs, batch_size=cfg.trainer.batch_size, seed=cfg.seed,
-            on_epoch_end=logger, progress=cfg.trainer.progress, bf16=cfg.trainer.bf16,
-        )
+        if isinstance(model, TemplateModel):  # mean images in one pass: no optimizer, no epochs
+            history = fit_template(model, data, on_epoch_end=logger)
+        else:
+            history = train(
+                model, data, instantiate(cfg.optimizer)(model.parameters()),
+                epochs=cfg.trainer.epochs, batch_size=cfg.trainer.batch_size, seed=cfg.seed,
+                on_epoch_end=logger, progress=cfg.trainer.progress, bf16=cfg.trainer.bf16,
+            )
     finally:
         if logger is not None:
             logger.close()
@@ -90,9 +93,11 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
         "n_train": len(data.train),
         "n_valid": len(data.valid),
         "model": type(model).__name__,
-        "optimizer": cfg.optimizer._target_.rsplit(".", 1)[-1],
-        "lr": cfg.optimizer.lr,
-        "batch_size": cfg.trainer.batch_size,
+        **({} if isinstance(model, TemplateModel) else {
+            "optimizer": cfg.optimizer._target_.rsplit(".", 1)[-1],
+            "lr": cfg.optimizer.lr,
+            "batch_size": cfg.trainer.batch_size,
+        }),
         "seed": cfg.seed,
     }
     save_checkpoint(run_dir / "model.pt", model, metrics=metrics, config=OmegaConf.to_yaml(cfg))

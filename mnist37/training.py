@@ -23,7 +23,7 @@ import torch
 
 from mnist37.data import Digits, Split
 from mnist37.errors import BadInputError
-from mnist37.models import Classifier
+from mnist37.models import Classifier, TemplateModel
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +176,27 @@ def train(
             on_epoch_end(metrics, model)
     bar.close()
     return state.history
+
+
+def fit_template(
+    model: TemplateModel,
+    data: Digits,
+    on_epoch_end: Callable[[EpochMetrics, Classifier], None] | None = None,
+) -> list[EpochMetrics]:
+    """"Train" the pixel-similarity model: one pass computing the mean image of each digit.
+
+    Returns a one-epoch history, so its metrics look like any other run's.
+    """
+    synchronize(data.train.x.device)
+    started = time.perf_counter()
+    model.fit(data.train.x, data.train.y)
+    synchronize(data.train.x.device)
+    seconds = time.perf_counter() - started
+    metrics = EpochMetrics(1, *evaluate(model, data.train), *evaluate(model, data.valid), seconds)
+    log.info("mean images of %s: valid_accuracy %.2f%%", data.digits, 100 * metrics.valid_accuracy)
+    if on_epoch_end is not None:
+        on_epoch_end(metrics, model)
+    return [metrics]
 
 
 def samples_per_second(history: list[EpochMetrics], n_train: int) -> float:

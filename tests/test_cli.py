@@ -29,7 +29,7 @@ def make_config(*overrides: str):
 
 def test_every_group_has_its_options():
     assert GROUPS == {
-        "data": ["embedded", "mnist"], "model": ["linear", "mlp"],
+        "data": ["embedded", "mnist"], "model": ["linear", "mlp", "template"],
         "optimizer": ["adam", "adamw", "sgd"], "device": ["auto", "cpu", "cuda"],
     }
 
@@ -38,7 +38,8 @@ def test_every_group_has_its_options():
 def test_every_option_composes_and_builds(group, option):
     cfg = make_config(f"{group}={option}")
     model = instantiate(cfg.model, digits=(3, 7))
-    optimizer = instantiate(cfg.optimizer)(model.parameters())
+    assert model(torch.zeros(2, 784)).shape == (2,)
+    optimizer = instantiate(cfg.optimizer)(LinearModel().parameters())
     assert isinstance(optimizer, torch.optim.Optimizer)
     assert optimizer.param_groups[0]["lr"] == cfg.optimizer.lr
     assert cfg.device.type in ("auto", "cpu", "cuda")
@@ -88,7 +89,7 @@ def test_tensorboard_has_curves_weight_images_and_histograms(finished_run):
     for tag in ("loss/train", "loss/valid", "accuracy/train", "accuracy/valid"):
         assert [e.step for e in events.Scalars(tag)] == [1, 2, 3]
     assert events.Scalars("accuracy/valid")[-1].value == pytest.approx(metrics["valid_accuracy"])
-    images = events.Images("weights")
+    images = events.Images("weights/model")
     assert len(images) == 3 and images[0].width == 28 and images[0].height == 28
     assert {"params/weights", "params/bias"} <= set(tags["histograms"])
 
