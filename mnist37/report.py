@@ -116,7 +116,8 @@ def cell(row: Row, key: str) -> str:
         return "-"
     scale, digits = {"valid_accuracy": (100, 2), "valid_loss": (1, 4), "epochs": (1, 0)}.get(key, (1, 2))
     text = f"{mean * scale:.{digits}f}"
-    return text + (f" ± {std * scale:.{digits}f}" if std is not None else "")
+    spread = std is not None and key in ("valid_accuracy", "valid_loss")  # seeds vary these; epochs don't
+    return text + (f" ± {std * scale:.{digits}f}" if spread else "")
 
 
 def render(columns: list[str], rows: list[Row], fmt: str) -> str:
