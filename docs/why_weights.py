@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.utils import save_image
 
-from mnist37 import LinearModel, load_embedded, train
+from mnist37 import LinearModel, load_embedded
+from mnist37.training import train
 from mnist37.models import TemplateModel
 from mnist37.tb_logger import signed_rgb
 

@@ -17,7 +17,8 @@ from mnist37.models import MODELS, Classifier
 
 FORMAT = "mnist37-checkpoint"
 VERSION = 1
-CHECKPOINT_NAME = "model.pt"
+CHECKPOINT_NAME = "model.pt"  # the trained model, written when a run finishes
+LAST_NAME = "last.pt"  # the run so far (model, optimizer, RNGs, progress), rewritten every epoch
 
 
 class CheckpointError(BadInputError):
@@ -46,13 +47,13 @@ def save_checkpoint(path: str | Path, model: Classifier, **extra) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """The checkpoint dict at `path` (a file, or a run folder holding model.pt), checked."""
+def load_checkpoint(path: str | Path, name: str = CHECKPOINT_NAME) -> dict:
+    """The checkpoint dict at `path` (a file, or a run folder holding `name`), checked."""
     path = Path(path).expanduser()
     if path.is_dir():
-        path = path / CHECKPOINT_NAME
+        path = path / name
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} not found: give a {CHECKPOINT_NAME} file or a run folder holding one")
+        raise CheckpointError(f"checkpoint {path} not found: give a {name} file or a run folder holding one")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - every way a file can fail to load means "not ours"
@@ -79,3 +80,31 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Classifi
     except RuntimeError as error:
         raise CheckpointError(f"{path}: weights do not fit a {checkpoint['model']}: {str(error).splitlines()[0]}") from None
     return model.to(device).eval()
+
+
+def rng_states() -> dict:
+    """Every random generator a run could draw from, as plain values a safe load accepts."""
+    import random
+
+    import numpy as np
+
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [name, torch.from_numpy(keys.astype("int64")), position, has_gauss, cached],
+        "python": random.getstate(),
+    }
+
+
+def restore_rng_states(states: dict) -> None:
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    name, keys, position, has_gauss, cached = states["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    random.setstate(states["python"])

@@ -21,6 +21,8 @@ import gzip
 import importlib.util
 import io
 import logging
+import math
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,6 +113,21 @@ def load_mnist(root: str | Path = "data", digits=(3, 7), download: bool = True) 
             f"MNIST files not found in {raw}: expected {', '.join(MNIST_FILES)} "
             f"(missing {', '.join(missing)}); set data.download=true, or use data=embedded"
         )
+    if missing and len(missing) < len(MNIST_FILES):
+        # A download would rewrite the files that are there; the data folder is the user's.
+        raise DataError(
+            f"{raw} holds only part of MNIST (missing {', '.join(missing)}): add the missing files, "
+            "or empty the folder to download all four"
+        )
+    if not missing:
+        for prefix in ("train", "t10k"):
+            n_images = check_idx(raw / f"{prefix}-images-idx3-ubyte", ndim=3)
+            n_labels = check_idx(raw / f"{prefix}-labels-idx1-ubyte", ndim=1)
+            if n_images != n_labels:
+                raise DataError(
+                    f"{raw / f'{prefix}-images-idx3-ubyte'} holds {n_images} images but "
+                    f"{prefix}-labels-idx1-ubyte holds {n_labels} labels: the two files must match"
+                )
 
     from torchvision.datasets import MNIST  # the only place the torchvision import is paid
 
@@ -129,12 +146,42 @@ def load_mnist(root: str | Path = "data", digits=(3, 7), download: bool = True) 
             return load_embedded(root, digits)
 
     train, valid = MNIST(root, train=True), MNIST(root, train=False)
+    for split in (train, valid):
+        if split.targets.max() > 9:
+            raise DataError(f"{raw}: a label file holds the label {int(split.targets.max())}, MNIST labels are 0-9")
     return Digits(
         make_split(train.data, train.targets, digits),
         make_split(valid.data, valid.targets, digits),
         digits,
         source="mnist",
     )
+
+
+def check_idx(path: Path, ndim: int) -> int:
+    """Check an IDX file's header against its size before anything parses it; returns its item count.
+
+    IDX, as MNIST ships it: two zero bytes, type 0x08 (unsigned bytes), the number of dimensions,
+    each dimension as a big-endian uint32, then the bytes.
+    """
+    header_size = 4 + 4 * ndim
+    with open(path, "rb") as f:
+        header = f.read(header_size)
+    if len(header) < header_size or header[:4] != bytes([0, 0, 0x08, ndim]):
+        raise DataError(
+            f"{path} is not an MNIST IDX file: it starts with {header[:4].hex() or 'nothing'}, expected "
+            f"{bytes([0, 0, 0x08, ndim]).hex()}; replace it with the original file"
+        )
+    dims = struct.unpack(f">{ndim}I", header[4:])
+    expected = header_size + math.prod(dims)
+    size = path.stat().st_size
+    if size != expected:
+        raise DataError(
+            f"{path} is truncated or corrupt: {size} bytes where its header promises {expected}; "
+            "replace it with the original file"
+        )
+    if ndim == 3 and dims[1:] != (28, 28):
+        raise DataError(f"{path} holds {dims[1]}x{dims[2]} images, expected 28x28")
+    return dims[0]
 
 
 def embedded_csv_path() -> Path:

@@ -47,11 +47,12 @@ class TensorBoardLogger:
     weights with: the first digit's mean image minus the second's.
     """
 
-    def __init__(self, log_dir: str | Path, data: Digits | None = None):
+    def __init__(self, log_dir: str | Path, data: Digits | None = None, purge_step: int | None = None):
         from torch.utils.tensorboard import SummaryWriter  # imported only when logging is on
 
-        self.writer = SummaryWriter(log_dir=str(log_dir))
-        if data is not None and len(data.digits) == 2:
+        # purge_step: TensorBoard hides what earlier writers logged at this step and later (a resume).
+        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
+        if data is not None and len(data.digits) == 2 and purge_step is None:
             probe = TemplateModel(data.digits).to(data.train.x.device)
             probe.fit(data.train.x, data.train.y)
             first, second = probe.weight_images()
@@ -69,7 +70,10 @@ class TensorBoardLogger:
             self.writer.add_image("weights/template_l2_as_linear", signed_rgb(weights.reshape(1, 28, 28))[0], step)
             self.writer.add_scalar("weights/template_l2_as_linear_bias", bias, step)
         for name, param in model.named_parameters():
-            self.writer.add_histogram(f"params/{name}", param.detach().cpu(), step)
+            values = param.detach().cpu()
+            if values.isfinite().all() and values.abs().max() < 1e15:  # TensorBoard's binning overflows beyond
+                self.writer.add_histogram(f"params/{name}", values, step)
+        self.writer.flush()
 
     def close(self) -> None:
         self.writer.close()

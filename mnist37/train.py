@@ -5,8 +5,9 @@ Hydra's `instantiate`, call `mnist37.training.train`, write the run's outputs. E
 works without Hydra too.
 
 Each run writes into its own folder (outputs/runs/<time>/, or outputs/multirun/<time>/<job>/):
-  metrics.json   final metrics and the run's settings
-  model.pt       checkpoint for `mnist37.load_model`
+  metrics.json   final metrics and the run's settings ("status": completed, failed, diverged, interrupted)
+  model.pt       checkpoint for `mnist37.load_model`, written when the run finishes
+  last.pt        the run so far, rewritten after every epoch: `trainer.resume=<run folder>` continues it
   events.*       TensorBoard curves, weight images and histograms
   train.log, .hydra/   Hydra's log and the exact config used
 """
@@ -15,18 +16,25 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
+import tempfile
+import threading
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from mnist37.config import register_schema, validate
 from mnist37.errors import BadInputError
 
 log = logging.getLogger("mnist37")
+
+RUN_FILES = ("model.pt", "last.pt", "metrics.json")  # a folder holding one of these holds a run
 
 
 def config_dir() -> str:
@@ -36,73 +44,194 @@ def config_dir() -> str:
     return str(shipped if (shipped / "train.yaml").is_file() else here.parent / "configs")
 
 
+def run_dir_for(resume: str | None, new_dir: str) -> str:
+    """hydra.run.dir: a resumed run continues in its own folder; any other run gets `new_dir`."""
+    if resume is None:
+        return new_dir
+    path = Path(resume).expanduser()
+    return str(path if path.is_dir() else path.parent)
+
+
+OmegaConf.register_new_resolver("mnist37.run_dir", run_dir_for, replace=True)
+register_schema()
+
+
+class PreflightChecks(Callback):
+    """Before Hydra writes anything: the settings are valid, and the output folder is writable and
+    does not hold a run already. A failure is one line on stderr and exit code 1."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        try:
+            validate(config)
+        except BadInputError as error:
+            fail(str(error))
+        folder = Path(config.hydra.run.dir)
+        if config.trainer.resume is None and any((folder / name).exists() for name in RUN_FILES):
+            fail(f"{folder} already holds a run: refusing to overwrite it; choose another hydra.run.dir, "
+                 f"or continue that run with trainer.resume={folder}")
+        check_writable(folder)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        check_writable(Path(config.hydra.sweep.dir))
+
+
+def check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        fail(f"cannot write the output folder {folder} ({error.strerror or error}): "
+             "set hydra.run.dir (or hydra.sweep.dir) to a writable folder")
+
+
+def fail(message: str, code: int = 1) -> None:
+    print(f"mnist37-train: error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+class StopRequest:
+    """Ctrl-C or SIGTERM: finish the current step, save, exit. A second Ctrl-C stops at once."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        self.previous = {}
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():  # signals only reach the main thread
+            self.previous = {sig: signal.signal(sig, self.request) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def request(self, signum, frame) -> None:
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __call__(self) -> bool:
+        return self.signal is not None
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
 def run(cfg: DictConfig, run_dir: str | Path) -> dict:
-    """Train as `cfg` says, write metrics.json, model.pt and TensorBoard events into `run_dir`."""
+    """Train as `cfg` says, writing metrics.json, last.pt, model.pt and TensorBoard events into `run_dir`."""
     import torch
 
-    from mnist37.checkpoints import save_checkpoint
+    from mnist37.checkpoints import LAST_NAME, load_checkpoint, restore_rng_states, rng_states, save_checkpoint
     from mnist37.models import TemplateModel
-    from mnist37.training import fit_template, resolve_device, samples_per_second, train
+    from mnist37.training import DivergedError, TrainState, fit_template, resolve_device, samples_per_second, train
 
     run_dir = Path(run_dir)
-    device = resolve_device(cfg.device.type)  # first: a bad device fails before any work
+    validate(cfg)
+    device = resolve_device(cfg.device.type)  # before any work: a bad device fails at once
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
     torch.manual_seed(cfg.seed)
 
     data = instantiate(cfg.data).to(device)
     model = instantiate(cfg.model, digits=data.digits).to(device)
-    if cfg.trainer.compile:
-        model.compile()  # in place: the module, its state_dict and its checkpoint stay as they are
+    is_template = isinstance(model, TemplateModel)
+    optimizer = None if is_template else instantiate(cfg.optimizer)(model.parameters())
+    state = TrainState()
+    if cfg.trainer.resume is not None:
+        if is_template:
+            raise BadInputError("trainer.resume: a template model is fitted in one pass, there is nothing to resume")
+        saved = load_checkpoint(cfg.trainer.resume, name=LAST_NAME)
+        wanted = (type(model).__name__, dict(model.hparams), list(model.digits))
+        found = (saved["model"], saved["hparams"], saved["digits"])
+        if wanted != found:
+            raise BadInputError(
+                f"trainer.resume={cfg.trainer.resume}: the checkpoint holds {found[0]} {found[1]} for digits "
+                f"{found[2]}, but this run asks for {wanted[0]} {wanted[1]} for digits {wanted[2]}; "
+                "pass the original run's settings again (see its .hydra/overrides.yaml)"
+            )
+        model.load_state_dict(saved["state_dict"])
+        optimizer.load_state_dict(saved["optimizer"])
+        state = TrainState.from_dict(saved["train_state"])
+        restore_rng_states(saved["rng"])
+        log.info("resuming from %s: %d epochs done, %d steps into the next", cfg.trainer.resume, state.epoch, state.step)
     log.info(
         "%s on %s: %s digits %s, %d train / %d valid images",
         type(model).__name__, device, data.source, data.digits, len(data.train), len(data.valid),
     )
+    if cfg.trainer.compile:
+        model.compile()  # in place: the module, its state_dict and its checkpoints stay as they are
+
+    def save_last() -> None:
+        save_checkpoint(run_dir / LAST_NAME, model, optimizer=optimizer.state_dict(), train_state=state.as_dict(),
+                        rng=rng_states(), config=OmegaConf.to_yaml(cfg))
+
+    def metrics_for(status: str, **extra) -> dict:
+        last = state.history[-1].as_dict() if state.history else {}
+        return {
+            "status": status,
+            **extra,
+            **{key: last.get(key) for key in ("valid_accuracy", "valid_loss", "train_accuracy", "train_loss")},
+            "epochs": len(state.history),
+            "train_seconds": sum(m.train_seconds for m in state.history),
+            "train_samples_per_s": samples_per_second(state.history, len(data.train)) if state.history else None,
+            "device": str(device),
+            "data_source": data.source,
+            "digits": list(data.digits),
+            "n_train": len(data.train),
+            "n_valid": len(data.valid),
+            "model": type(model).__name__,
+            **({} if is_template else {
+                "optimizer": cfg.optimizer._target_.rsplit(".", 1)[-1],
+                "lr": cfg.optimizer.lr,
+                "batch_size": cfg.trainer.batch_size,
+            }),
+            "seed": cfg.seed,
+        }
+
+    def write_metrics(metrics: dict) -> None:
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
 
     logger = None
     if cfg.tensorboard:
         from mnist37.tb_logger import TensorBoardLogger
 
-        logger = TensorBoardLogger(run_dir, data)
+        # On resume, purge_step drops any points a killed run logged after its last saved epoch.
+        logger = TensorBoardLogger(run_dir, data, purge_step=state.epoch + 1 if state.epoch else None)
+
+    def end_of_epoch(metrics, model) -> None:
+        if logger is not None:
+            logger(metrics, model)  # the curves on disk first: a resume never misses a logged epoch
+        save_last()
+
     try:
-        if isinstance(model, TemplateModel):  # mean images in one pass: no optimizer, no epochs
-            history = fit_template(model, data, on_epoch_end=logger)
-        else:
-            history = train(
-                model, data, instantiate(cfg.optimizer)(model.parameters()),
-                epochs=cfg.trainer.epochs, batch_size=cfg.trainer.batch_size, seed=cfg.seed,
-                on_epoch_end=logger, progress=cfg.trainer.progress, bf16=cfg.trainer.bf16,
-            )
+        with StopRequest() as stop:
+            if is_template:
+                state.history = fit_template(model, data, on_epoch_end=logger)
+            else:
+                train(
+                    model, data, optimizer,
+                    epochs=cfg.trainer.epochs, batch_size=cfg.trainer.batch_size, seed=cfg.seed,
+                    on_epoch_end=end_of_epoch, progress=cfg.trainer.progress, bf16=cfg.trainer.bf16,
+                    state=state, stop=stop,
+                )
+    except DivergedError as error:
+        write_metrics(metrics_for("diverged", error=str(error)))
+        raise
     finally:
         if logger is not None:
             logger.close()
 
-    last = history[-1].as_dict() if history else {}
-    metrics = {
-        "status": "completed",
-        "valid_accuracy": last.get("valid_accuracy"),
-        "valid_loss": last.get("valid_loss"),
-        "train_accuracy": last.get("train_accuracy"),
-        "train_loss": last.get("train_loss"),
-        "epochs": len(history),
-        "train_seconds": sum(m.train_seconds for m in history),
-        "train_samples_per_s": samples_per_second(history, len(data.train)) if history else None,
-        "device": str(device),
-        "data_source": data.source,
-        "digits": list(data.digits),
-        "n_train": len(data.train),
-        "n_valid": len(data.valid),
-        "model": type(model).__name__,
-        **({} if isinstance(model, TemplateModel) else {
-            "optimizer": cfg.optimizer._target_.rsplit(".", 1)[-1],
-            "lr": cfg.optimizer.lr,
-            "batch_size": cfg.trainer.batch_size,
-        }),
-        "seed": cfg.seed,
-    }
+    if state.stopped:
+        save_last()
+        write_metrics(metrics_for("interrupted"))
+        name = signal.Signals(stop.signal).name
+        print(f"mnist37-train: {name} at epoch {state.epoch + 1}, step {state.step}: saved {run_dir / LAST_NAME}; "
+              f"resume with: python -m mnist37.train trainer.resume={run_dir}  (plus this run's overrides)",
+              file=sys.stderr)
+        raise SystemExit(128 + stop.signal)
+
+    metrics = metrics_for("completed")
     save_checkpoint(run_dir / "model.pt", model, metrics=metrics, config=OmegaConf.to_yaml(cfg))
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    if history:
+    write_metrics(metrics)
+    if state.history:
         log.info(
             "valid accuracy %.2f%%, valid loss %.4f, %.0f train samples/s; outputs in %s",
             100 * metrics["valid_accuracy"], metrics["valid_loss"], metrics["train_samples_per_s"], run_dir,
@@ -120,11 +249,12 @@ def main(cfg: DictConfig) -> float | None:
     except BadInputError as error:
         # A bad input is a sentence for a person, not a traceback.
         log.error("%s", error)
-        (run_dir / "metrics.json").write_text(json.dumps({"status": "failed", "error": str(error)}, indent=2) + "\n")
+        metrics_file = run_dir / "metrics.json"
+        if not metrics_file.exists():  # a diverged or resumed run has its own: keep it
+            metrics_file.write_text(json.dumps({"status": "failed", "error": str(error)}, indent=2) + "\n")
         if hydra_cfg.mode == RunMode.MULTIRUN:
             return None  # the sweep's other jobs go on
-        print(f"mnist37-train: error: {error}", file=sys.stderr)
-        raise SystemExit(1) from None
+        fail(str(error))
 
 
 if __name__ == "__main__":

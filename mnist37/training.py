@@ -1,9 +1,10 @@
 """The training loop: a plain function that any script can call; Hydra only feeds it.
 
-    from mnist37 import LinearModel, load_embedded, train
+    from mnist37 import LinearModel, load_embedded
+    from mnist37.training import train
     data = load_embedded(digits=(3, 7))
     model = LinearModel(data.digits)
-    history = train(model, data, torch.optim.SGD(model.parameters(), lr=1.0), epochs=20)
+    history = train(model, data, torch.optim.SGD(model.parameters(), lr=0.25), epochs=20)
 
 The model is tiny, so the cost of a step is almost all overhead. The loop keeps it minimal: the data
 already sits on the device, a batch is a slice of one shuffled index tensor, and nothing in the step
@@ -95,22 +96,52 @@ class TrainState:
     history: list[EpochMetrics] = field(default_factory=list)
     stopped: bool = False  # `stop()` said so before the last epoch was done
 
+    def as_dict(self) -> dict:
+        """Plain values only, for a checkpoint that loads with weights_only=True."""
+        return asdict(self)
 
-def run_epoch(model, optimizer, x, targets, batches, precision, stop=None) -> int:
-    """Optimisation steps over `batches` (index tensors into x); returns how many were done.
+    @classmethod
+    def from_dict(cls, saved: dict) -> TrainState:
+        return cls(**{**saved, "history": [EpochMetrics(**m) for m in saved["history"]]})
 
-    Nothing here reads a value back to the host, so on CUDA the steps queue up without waiting.
+
+class DivergedError(BadInputError):
+    """The loss stopped being a finite number: the learning rate is too high for this model."""
+
+
+def run_epoch(model, optimizer, x, targets, batches, precision, stop=None) -> list[torch.Tensor]:
+    """Optimisation steps over `batches` (index tensors into x); returns the loss of each step done.
+
+    Nothing here reads a value back to the host, so on CUDA the steps queue up without waiting; the
+    losses stay on the device until the caller checks them, once per epoch.
     """
-    for done, batch in enumerate(batches):
+    losses = []
+    for batch in batches:
         if stop is not None and stop():
-            return done
+            break
         with precision:
             # index_select, not x[batch]: the same rows, gathered ~2.5x faster on the CPU.
             loss = model.loss(model(x.index_select(0, batch)), targets.index_select(0, batch))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    return len(batches)
+        losses.append(loss.detach())
+    return losses
+
+
+def check_finite(losses: list[torch.Tensor], epoch: int, first_step: int, optimizer) -> None:
+    """Raise DivergedError naming the first step whose loss is not finite (one host sync)."""
+    if not losses:
+        return
+    stacked = torch.stack(losses)
+    bad = (~torch.isfinite(stacked)).nonzero()
+    if len(bad):
+        step = int(bad[0])
+        lr = optimizer.param_groups[0]["lr"]
+        raise DivergedError(
+            f"training diverged: the loss became {stacked[step].item()} at epoch {epoch}, "
+            f"step {first_step + step + 1} (lr {lr:g}): lower optimizer.lr"
+        )
 
 
 def train(
@@ -155,10 +186,11 @@ def train(
         batches = torch.randperm(len(y), device=x.device, generator=shuffle).split(batch_size)
         synchronize(x.device)
         started = time.perf_counter()
-        done = run_epoch(model, optimizer, x, targets, batches[state.step:], precision, stop)
+        losses = run_epoch(model, optimizer, x, targets, batches[state.step:], precision, stop)
         synchronize(x.device)
         state.seconds += time.perf_counter() - started
-        state.step += done
+        check_finite(losses, epoch, state.step, optimizer)
+        state.step += len(losses)
         if state.step < len(batches):
             state.stopped = True
             break
