@@ -170,6 +170,7 @@ def train(
     from tqdm.auto import tqdm
 
     state = state if state is not None else TrainState()
+    state.stopped = False
     x, y = data.train.x, data.train.y
     targets = model.loss_targets(y)
     shuffle = torch.Generator(device=x.device).manual_seed(seed)

@@ -118,7 +118,6 @@ def test_stop_and_continue_gives_the_same_weights(digits37, make_model):
     first = train(stopped_model, digits37, stopped_optimizer, epochs=3, seed=5, progress=False, state=state,
                   stop=lambda: next(steps) == 6)  # epoch 2, after its 2nd of 4 steps
     assert state.stopped and state.epoch == 1 and state.step == 2 and len(first) == 1
-    state.stopped = False
     resumed = train(stopped_model, digits37, stopped_optimizer, epochs=3, seed=5, progress=False, state=state)
     assert [m.epoch for m in resumed] == [1, 2, 3]
     for a, b in zip(model.parameters(), stopped_model.parameters()):
