@@ -139,6 +139,7 @@ def test_a_checkpoint_that_runs_code_is_refused_and_the_code_never_runs(tmp_path
     assert marker.exists()
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_plain_pickle_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     evil = tmp_path / "last.pt"
