@@ -20,7 +20,7 @@ from torchvision.utils import save_image
 from mnist37 import LinearModel, load_embedded
 from mnist37.training import train
 from mnist37.models import TemplateModel
-from mnist37.tb_logger import signed_rgb
+from mnist37.explain import signed_rgb
 
 HERE = Path(__file__).resolve().parent
 

@@ -28,6 +28,12 @@ class TrainerSchema:
 
 
 @dataclass
+class InspectSchema:
+    examples_per_digit: int = MISSING
+    mistakes_every: int = MISSING
+
+
+@dataclass
 class DeviceSchema:
     type: str = MISSING
 
@@ -37,6 +43,7 @@ class TrainSchema:
     seed: int = MISSING
     tensorboard: bool = True
     trainer: TrainerSchema = field(default_factory=TrainerSchema)
+    inspect: InspectSchema = field(default_factory=InspectSchema)
     device: DeviceSchema = field(default_factory=DeviceSchema)
     # The groups' own keys differ per option (model.hidden, model.distance, ...): checked below.
     data: Any = MISSING
@@ -66,6 +73,8 @@ def validate(cfg: DictConfig) -> None:
     check("trainer.epochs", cfg.trainer.epochs >= 0, "use a whole number >= 0")
     check("trainer.batch_size", cfg.trainer.batch_size >= 1, "use a whole number >= 1")
     check("trainer.threads", cfg.trainer.threads is None or cfg.trainer.threads >= 1, "use null or a whole number >= 1")
+    check("inspect.examples_per_digit", cfg.inspect.examples_per_digit >= 0, "use a whole number >= 0 (0: none)")
+    check("inspect.mistakes_every", cfg.inspect.mistakes_every >= 0, "use a whole number >= 0 (0: only at the end)")
     device = cfg.device.type
     check("device.type", device in ("auto", "cpu", "cuda") or device.startswith("cuda:"),
           "use device=auto, device=cpu or device=cuda (or device.type=cuda:N)")

@@ -11,6 +11,8 @@ more digits give one logit per digit and cross-entropy.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -60,6 +62,17 @@ class Classifier(nn.Module):
         """Predicted digit (e.g. 3 or 7) for float images (N,28,28), (N,1,28,28) or (N,784) in [0, 1]."""
         classes = self.classes(self(flatten_images(images)))
         return torch.tensor(self.digits, device=classes.device)[classes]
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module):
+    """Eval mode for the duration, then back to whatever mode the model was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def flatten_images(images: torch.Tensor) -> torch.Tensor:

@@ -98,9 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--background", choices=["auto", "dark", "light"], default="auto",
                         help="light: dark ink on a light background (paper); auto decides from the border")
     parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    parser.add_argument("--explain", action="store_true",
+                        help="also write IMAGE.explain.png (input, weights, x * w, numbers) and print the numbers")
+    parser.add_argument("--explain-dir", type=Path, help="where the .explain.png files go (default: next to each image)")
     args = parser.parse_args(argv)
 
     from mnist37.checkpoints import load_model
+    from mnist37.explain import explain, render
 
     try:
         checkpoint = args.checkpoint or newest_checkpoint()
@@ -120,14 +124,23 @@ def main(argv: list[str] | None = None) -> int:
         with torch.no_grad():
             probabilities = model.probabilities(model(image.reshape(1, -1)))[0]
         best = int(probabilities.argmax())
-        results.append({
+        result = {
             "file": str(path),
             "digit": model.digits[best],
             "probability": round(float(probabilities[best]), 4),
             "probabilities": {str(d): round(float(p), 4) for d, p in zip(model.digits, probabilities)},
-        })
+        }
+        if args.explain:
+            (explanation,) = explain(model, image.reshape(1, -1))
+            picture = (args.explain_dir or path.parent) / f"{path.stem}.explain.png"
+            picture.parent.mkdir(parents=True, exist_ok=True)
+            render(explanation, title=path.name).save(picture)
+            result |= {"explanation": explanation.numbers, "explanation_png": str(picture)}
+        results.append(result)
         if not args.json:
             print(f"{path}: {model.digits[best]} (p={float(probabilities[best]):.2f})")
+            if args.explain:
+                print(f"  {explanation.summary()}  -> {result['explanation_png']}")
     if args.json:
         print(json.dumps({"checkpoint": str(checkpoint), "predictions": results}, indent=2))
     return 1 if any("error" in r for r in results) else 0

@@ -1,11 +1,15 @@
-"""TensorBoard logging: per-epoch curves, the weight images, and weight histograms.
+"""TensorBoard logging: curves, weight images, and what the model does to single images.
 
-Open with `tensorboard --logdir outputs`. Tags:
-  loss/train, loss/valid, accuracy/train, accuracy/valid   one point per epoch
-  weights/model                                            the weight images as one grid per epoch
-  weights/mean3_minus_mean7                                the ideal 3 minus the ideal 7 (two digits)
+Open with `tensorboard --logdir outputs`. Tags (steps are epochs):
+  loss/train, loss/valid, accuracy/train, accuracy/valid   the curves
+  weights/model                                            the weight images, one grid
+  weights/mean3_minus_mean7                                the ideal 3 minus the ideal 7 (two digits, once)
   weights/template_l2_as_linear(_bias)                     model=template distance=l2 as x @ w + b
-  params/<name>                                            histogram of each parameter per epoch
+  params/<name>                                            histogram of each parameter
+  explain/examples, explain/numbers                        fixed valid images taken apart (see explain.py)
+  mistakes/valid, mistakes/count                           the wrong valid predictions, most confident first
+  confusion/valid                                          confusion matrix, as a table
+  pr_curve/valid                                           precision-recall of the first digit (two digits)
 """
 
 from __future__ import annotations
@@ -15,21 +19,11 @@ from pathlib import Path
 import torch
 
 from mnist37.data import Digits
-from mnist37.models import Classifier, TemplateModel
+from mnist37.explain import card_grid, confusion_markdown, confusion_matrix, explain, mistakes_grid, render, signed_rgb
+from mnist37.models import Classifier, TemplateModel, evaluating
 from mnist37.training import EpochMetrics
 
-
-def signed_rgb(maps: torch.Tensor) -> torch.Tensor:
-    """(K, 28, 28) signed maps -> (K, 3, 28, 28) RGB: blue > 0, white = 0, red < 0.
-
-    Each map is scaled by its own largest |value|, symmetrically, so zero stays white and the sign is
-    never lost: blue pixels vote for the first digit (or for that digit's class), red ones against.
-    """
-    scale = maps.abs().amax(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
-    v = (maps / scale).float().cpu()
-    red, blue = 1 - v.clamp(min=0), 1 + v.clamp(max=0)
-    green = 1 - v.abs()
-    return torch.stack([red, green, blue], dim=1)
+MAX_EXAMPLES = 16
 
 
 def weight_grid(model: Classifier) -> torch.Tensor:
@@ -40,19 +34,26 @@ def weight_grid(model: Classifier) -> torch.Tensor:
     return make_grid(images, nrow=min(len(images), 10), padding=2, pad_value=0.5)
 
 
+def example_rows(data: Digits, per_digit: int) -> torch.Tensor:
+    """The same valid images every epoch: the first `per_digit` of each digit (at most 16 in all)."""
+    per_digit = max(1, min(per_digit, MAX_EXAMPLES // len(data.digits)))
+    y = data.valid.y
+    return torch.cat([(y == k).nonzero().flatten()[:per_digit] for k in range(len(data.digits))])
+
+
 class TensorBoardLogger:
-    """Called after every epoch by `mnist37.training.train` (as `on_epoch_end`).
+    """Called after every epoch by `mnist37.training.train` (as `on_epoch_end`); `finish` at the end."""
 
-    Given the run's `data` with two digits, it also logs, once, the picture to compare the learned
-    weights with: the first digit's mean image minus the second's.
-    """
-
-    def __init__(self, log_dir: str | Path, data: Digits | None = None, purge_step: int | None = None):
+    def __init__(self, log_dir: str | Path, data: Digits, purge_step: int | None = None,
+                 examples_per_digit: int = 8, mistakes_every: int = 5):
         from torch.utils.tensorboard import SummaryWriter  # imported only when logging is on
 
         # purge_step: TensorBoard hides what earlier writers logged at this step and later (a resume).
         self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
-        if data is not None and len(data.digits) == 2 and purge_step is None:
+        self.data = data
+        self.examples = example_rows(data, examples_per_digit) if examples_per_digit else None
+        self.mistakes_every = mistakes_every
+        if len(data.digits) == 2 and purge_step is None:
             probe = TemplateModel(data.digits).to(data.train.x.device)
             probe.fit(data.train.x, data.train.y)
             first, second = probe.weight_images()
@@ -73,7 +74,42 @@ class TensorBoardLogger:
             values = param.detach().cpu()
             if values.isfinite().all() and values.abs().max() < 1e15:  # TensorBoard's binning overflows beyond
                 self.writer.add_histogram(f"params/{name}", values, step)
+        self.log_predictions(model, step)
+        if self.mistakes_every and step % self.mistakes_every == 0:
+            self.log_mistakes(model, step)
         self.writer.flush()
+
+    def log_predictions(self, model: Classifier, step: int) -> None:
+        x, y = self.data.valid.x, self.data.valid.y
+        self.writer.add_text("confusion/valid", confusion_markdown(confusion_matrix(model, x, y), model.digits), step)
+        if model.n_outputs == 1:
+            with torch.no_grad(), evaluating(model):
+                first_digit = torch.sigmoid(model(x))
+            self.writer.add_pr_curve("pr_curve/valid", (y == 0).cpu(), first_digit.cpu(), step)
+        if self.examples is not None:
+            explanations = explain(model, x[self.examples])
+            truths = [model.digits[int(k)] for k in y[self.examples]]
+            # The numbers go into the explain/numbers table (row # = card #): drawing them costs more.
+            cards = [render(e, scale=3, title=f"#{i}: a {t}", numbers=False)
+                     for i, (e, t) in enumerate(zip(explanations, truths))]
+            self.writer.add_image("explain/examples", card_grid(cards, columns=2), step)
+            table = ["| # | true | " + " | ".join(explanations[0].numbers) + " |",
+                     "|" + "---|" * (len(explanations[0].numbers) + 2)]
+            table += [f"| {i} | {t} | " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v)
+                                                     for v in e.numbers.values()) + " |"
+                      for i, (e, t) in enumerate(zip(explanations, truths))]
+            self.writer.add_text("explain/numbers", "\n".join(table), step)
+
+    def log_mistakes(self, model: Classifier, step: int) -> None:
+        grid, count = mistakes_grid(model, self.data.valid.x, self.data.valid.y)
+        self.writer.add_scalar("mistakes/count", count, step)
+        if grid is not None:
+            self.writer.add_image("mistakes/valid", grid, step)
+
+    def finish(self, model: Classifier, epoch: int) -> None:
+        """The end of a run: its mistakes, if the last epoch did not log them already."""
+        if epoch and not (self.mistakes_every and epoch % self.mistakes_every == 0):
+            self.log_mistakes(model, epoch)
 
     def close(self) -> None:
         self.writer.close()

@@ -194,7 +194,9 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
         from mnist37.tb_logger import TensorBoardLogger
 
         # On resume, purge_step drops any points a killed run logged after its last saved epoch.
-        logger = TensorBoardLogger(run_dir, data, purge_step=state.epoch + 1 if state.epoch else None)
+        logger = TensorBoardLogger(run_dir, data, purge_step=state.epoch + 1 if state.epoch else None,
+                                   examples_per_digit=cfg.inspect.examples_per_digit,
+                                   mistakes_every=cfg.inspect.mistakes_every)
 
     def end_of_epoch(metrics, model) -> None:
         if logger is not None:
@@ -212,14 +214,16 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
                     on_epoch_end=end_of_epoch, progress=cfg.trainer.progress, bf16=cfg.trainer.bf16,
                     state=state, stop=stop,
                 )
-    except DivergedError as error:
-        write_metrics(metrics_for("diverged", error=str(error)))
-        raise
-    finally:
+    except BaseException as error:
         if logger is not None:
             logger.close()
+        if isinstance(error, DivergedError):
+            write_metrics(metrics_for("diverged", error=str(error)))
+        raise
 
     if state.stopped:
+        if logger is not None:
+            logger.close()
         save_last()
         write_metrics(metrics_for("interrupted"))
         name = signal.Signals(stop.signal).name
@@ -228,6 +232,9 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
               file=sys.stderr)
         raise SystemExit(128 + stop.signal)
 
+    if logger is not None:
+        logger.finish(model, state.epoch if not is_template else 1)
+        logger.close()
     metrics = metrics_for("completed")
     save_checkpoint(run_dir / "model.pt", model, metrics=metrics, config=OmegaConf.to_yaml(cfg))
     write_metrics(metrics)

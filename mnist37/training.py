@@ -24,7 +24,7 @@ import torch
 
 from mnist37.data import Digits, Split
 from mnist37.errors import BadInputError
-from mnist37.models import Classifier, TemplateModel
+from mnist37.models import Classifier, TemplateModel, evaluating
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +45,15 @@ class EpochMetrics:
 @torch.no_grad()
 def evaluate(model: Classifier, split: Split, batch_size: int = 8192) -> tuple[float, float]:
     """(mean loss, accuracy) of `model` on `split`, computed on its device, read back once."""
-    was_training = model.training
-    model.eval()
     targets = model.loss_targets(split.y)
     loss_sum = torch.zeros((), device=split.x.device)
     correct = torch.zeros((), device=split.x.device)
-    for start in range(0, len(split), batch_size):
-        rows = slice(start, start + batch_size)
-        logits = model(split.x[rows])
-        loss_sum += model.loss(logits, targets[rows]) * len(split.y[rows])
-        correct += (model.classes(logits) == split.y[rows]).sum()
-    model.train(was_training)
+    with evaluating(model):
+        for start in range(0, len(split), batch_size):
+            rows = slice(start, start + batch_size)
+            logits = model(split.x[rows])
+            loss_sum += model.loss(logits, targets[rows]) * len(split.y[rows])
+            correct += (model.classes(logits) == split.y[rows]).sum()
     loss, n_correct = torch.stack([loss_sum, correct]).tolist()
     return loss / len(split), n_correct / len(split)
 

@@ -95,7 +95,7 @@ def test_tensorboard_has_curves_weight_images_and_histograms(finished_run):
 
 
 def test_weight_image_shows_sign():
-    from mnist37.tb_logger import signed_rgb
+    from mnist37.explain import signed_rgb
 
     maps = torch.zeros(1, 28, 28)
     maps[0, 0, 0], maps[0, 0, 1] = 2.0, -0.5

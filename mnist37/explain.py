@@ -1,0 +1,222 @@
+"""What each pixel did to one answer: the lesson's `x @ w + b`, taken apart, and drawn.
+
+For the linear model the logit *is* a sum over pixels, so the breakdown is exact:
+    logit = sum(x * w) + b
+`x * w` is the contribution map: blue pixels pushed towards the first digit (or towards the digit
+the map is for), red ones away from it. The bias then moves the total, and sigmoid (softmax for
+more digits) turns it into a probability.
+
+Other models are explained honestly for what they are:
+  MLP       x * d(logit)/dx, "gradient x input" saliency: which inked pixels the logit is sensitive
+            to. ReLU gates and biases mean its sum is NOT the logit, and the numbers say so.
+  template  |x - m| for the ideal (mean) image of each of the two candidate digits, and their means:
+            the asker's own abs(pixel - weight) idea; the smaller mean distance wins.
+With more than two digits, each explanation covers the predicted digit and the runner-up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from mnist37.models import MLP, Classifier, LinearModel, TemplateModel, evaluating
+
+
+@dataclass
+class Explanation:
+    image: torch.Tensor  # (28, 28) the input, ink in [0, 1]
+    maps: list[tuple[str, torch.Tensor]]  # titled (28, 28) signed maps, drawn left to right
+    numbers: dict[str, float | int | str]  # what the maps add up to, and the answer
+    same_scale: bool = True  # draw the maps on one colour scale (they measure the same thing)
+
+    def summary(self) -> str:
+        return ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in self.numbers.items())
+
+
+def candidates(model: Classifier, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(predicted class, runner-up class) per row."""
+    if model.n_outputs == 1:
+        predicted = model.classes(logits)
+        return predicted, 1 - predicted
+    top2 = logits.topk(2, dim=-1).indices
+    return top2[:, 0], top2[:, 1]
+
+
+def explain(model: Classifier, x: torch.Tensor) -> list[Explanation]:
+    """One Explanation per row of x (N, 784), computed on x's device, returned on the CPU."""
+    explainers = {LinearModel: explain_linear, TemplateModel: explain_template, MLP: explain_saliency}
+    with evaluating(model):
+        with torch.no_grad():
+            logits = model(x)
+            probabilities = model.probabilities(logits)
+        predicted, runner_up = candidates(model, logits)
+        return explainers[type(model)](model, x, logits, probabilities, predicted, runner_up)
+
+
+def answer(model, probabilities, row, predicted) -> dict:
+    digit = model.digits[int(predicted[row])]
+    return {"predicted": digit, "probability": float(probabilities[row, predicted[row]])}
+
+
+def explain_linear(model, x, logits, probabilities, predicted, runner_up) -> list[Explanation]:
+    weights = model.weights.detach().reshape(784, -1)
+    bias = model.bias.detach().reshape(-1) if model.bias is not None else torch.zeros(weights.shape[1], device=x.device)
+    explanations = []
+    for row in range(len(x)):
+        image = x[row].cpu().reshape(28, 28)
+        if model.n_outputs == 1:
+            contribution = x[row] * weights[:, 0]
+            first = model.digits[0]
+            explanations.append(Explanation(image, [
+                (f"w (blue: {first})", weights[:, 0].cpu().reshape(28, 28)),
+                ("x * w", contribution.cpu().reshape(28, 28)),
+            ], {"sum": float(contribution.sum()), "bias": float(bias[0]), "logit": float(logits[row]),
+                **answer(model, probabilities, row, predicted)}, same_scale=False))  # weights vs x * w
+            continue
+        maps, numbers = [], {}
+        for role, k in (("", int(predicted[row])), ("runner-up ", int(runner_up[row]))):
+            contribution = x[row] * weights[:, k]
+            digit = model.digits[k]
+            maps.append((f"{role}x * w[{digit}]", contribution.cpu().reshape(28, 28)))
+            numbers |= {f"sum[{digit}]": float(contribution.sum()), f"bias[{digit}]": float(bias[k]),
+                        f"logit[{digit}]": float(logits[row, k])}
+        explanations.append(Explanation(image, maps, numbers | answer(model, probabilities, row, predicted)))
+    return explanations
+
+
+def explain_template(model, x, logits, probabilities, predicted, runner_up) -> list[Explanation]:
+    power = 1 if model.hparams["distance"] == "l1" else 2
+    explanations = []
+    for row in range(len(x)):
+        maps, numbers = [], {}
+        for k in (int(predicted[row]), int(runner_up[row])):
+            distance = (x[row] - model.means[k]).abs().pow(power)
+            digit = model.digits[k]
+            # drawn negative (red): distance is evidence against that digit
+            maps.append((f"|x - m{digit}|" + ("^2" if power == 2 else ""), -distance.cpu().reshape(28, 28)))
+            numbers[f"mean distance to {digit}"] = float(distance.mean())
+        explanations.append(Explanation(x[row].cpu().reshape(28, 28), maps,
+                                        numbers | answer(model, probabilities, row, predicted)))
+    return explanations
+
+
+def explain_saliency(model, x, logits, probabilities, predicted, runner_up) -> list[Explanation]:
+    explanations = []
+    for row in range(len(x)):
+        maps, numbers = [], {}
+        classes = [int(predicted[row])] if model.n_outputs == 1 else [int(predicted[row]), int(runner_up[row])]
+        for k in classes:
+            pixels = x[row:row + 1].detach().clone().requires_grad_(True)
+            logit = model(pixels)[0] if model.n_outputs == 1 else model(pixels)[0, k]
+            (gradient,) = torch.autograd.grad(logit, pixels)
+            saliency = (pixels * gradient).detach()[0]
+            name = "logit" if model.n_outputs == 1 else f"logit[{model.digits[k]}]"
+            title = f"x * d{name}/dx"
+            maps.append((title, saliency.cpu().reshape(28, 28)))
+            numbers[name] = float(logit.detach())
+            numbers[f"map sum, not the {name}"] = float(saliency.sum())
+        explanations.append(Explanation(x[row].cpu().reshape(28, 28), maps,
+                                        numbers | answer(model, probabilities, row, predicted)))
+    return explanations
+
+
+def signed_rgb(maps: torch.Tensor, same_scale: bool = False) -> torch.Tensor:
+    """(K, 28, 28) signed maps -> (K, 3, 28, 28) RGB: blue > 0, white = 0, red < 0.
+
+    Each map is scaled by its own largest |value| (or all by the largest of all, `same_scale`),
+    symmetrically, so zero stays white and the sign is never lost: blue pixels vote for the first
+    digit (or for that digit's class), red ones against.
+    """
+    dims = (-3, -2, -1) if same_scale else (-2, -1)
+    scale = maps.abs().amax(dim=dims, keepdim=True).clamp_min(1e-12)
+    v = (maps / scale).float().cpu()
+    red, blue = 1 - v.clamp(min=0), 1 + v.clamp(max=0)
+    green = 1 - v.abs()
+    return torch.stack([red, green, blue], dim=1)
+
+
+def render(explanation: Explanation, scale: int = 4, title: str = "", numbers: bool = True):
+    """A PIL image: the input, then each map (blue > 0, red < 0), then (unless told not) the numbers."""
+    from PIL import Image, ImageDraw
+
+    maps = signed_rgb(torch.stack([m for _, m in explanation.maps]), same_scale=explanation.same_scale)
+    panels = [explanation.image.clamp(0, 1).expand(3, 28, 28), *maps]
+    titles = [title or "input"] + [name for name, _ in explanation.maps]
+    size, gap, caption = 28 * scale, 8, 14
+    lines = [f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in explanation.numbers.items()]
+    lines = lines if numbers else []
+    width = max(len(panels) * (size + gap) + gap, 7 * max(map(len, lines), default=0) + 2 * gap)
+    height = caption + size + gap + 12 * len(lines) + gap
+    card = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(card)
+    for i, (panel, name) in enumerate(zip(panels, titles)):
+        left = gap + i * (size + gap)
+        pixels = (panel.permute(1, 2, 0) * 255).round().byte().numpy()
+        card.paste(Image.fromarray(pixels, "RGB").resize((size, size), Image.NEAREST), (left, caption))
+        draw.text((left, 1), name[: size // 6], fill="black")
+    for i, line in enumerate(lines):
+        draw.text((gap, caption + size + gap + 12 * i), line, fill="black")
+    return card
+
+
+def card_grid(cards, columns: int):
+    """PIL cards (same height) in a grid, as one (3, H, W) float tensor for TensorBoard."""
+    from PIL import Image
+
+    rows = -(-len(cards) // columns)
+    width, height = max(c.width for c in cards), max(c.height for c in cards)
+    sheet = Image.new("RGB", (columns * width, rows * height), "white")
+    for i, card in enumerate(cards):
+        sheet.paste(card, ((i % columns) * width, (i // columns) * height))
+    return torch.frombuffer(bytearray(sheet.tobytes()), dtype=torch.uint8).reshape(sheet.height, sheet.width, 3).permute(2, 0, 1).float() / 255
+
+
+@torch.no_grad()
+def predictions(model: Classifier, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(predicted class, its probability) per row of x."""
+    with evaluating(model):
+        probabilities = model.probabilities(model(x))
+    confidence, predicted = probabilities.max(dim=-1)
+    return predicted, confidence
+
+
+def mistakes(model: Classifier, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(row indices, predicted class, probability) of every wrong prediction, most confident first."""
+    predicted, confidence = predictions(model, x)
+    wrong = (predicted != y).nonzero().flatten()
+    order = confidence[wrong].argsort(descending=True)
+    wrong = wrong[order]
+    return wrong, predicted[wrong], confidence[wrong]
+
+
+def mistakes_grid(model: Classifier, x: torch.Tensor, y: torch.Tensor, limit: int = 64, scale: int = 2):
+    """The wrong predictions as labelled tiles ("true 3 / said 7 / 0.98"), most confident first."""
+    from PIL import Image, ImageDraw
+
+    wrong, predicted, confidence = mistakes(model, x, y)
+    tiles = []
+    for row, said, p in zip(wrong[:limit].tolist(), predicted[:limit].tolist(), confidence[:limit].tolist()):
+        pixels = (x[row].reshape(28, 28).clamp(0, 1) * 255).round().byte().cpu().numpy()
+        tile = Image.new("RGB", (28 * scale + 4, 28 * scale + 26), "white")
+        tile.paste(Image.fromarray(pixels, "L").resize((28 * scale, 28 * scale), Image.NEAREST), (2, 2))
+        draw = ImageDraw.Draw(tile)
+        draw.text((2, 28 * scale + 3), f"{model.digits[int(y[row])]} said {model.digits[said]}", fill="black")
+        draw.text((2, 28 * scale + 14), f"p={p:.2f}", fill="firebrick")
+        tiles.append(tile)
+    return (card_grid(tiles, columns=8) if tiles else None), len(wrong)
+
+
+@torch.no_grad()
+def confusion_matrix(model: Classifier, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(K, K) counts: row = true digit, column = predicted digit, in the order of model.digits."""
+    predicted, _ = predictions(model, x)
+    k = len(model.digits)
+    return torch.bincount(y * k + predicted, minlength=k * k).reshape(k, k).cpu()
+
+
+def confusion_markdown(matrix: torch.Tensor, digits) -> str:
+    header = "| true \\ predicted | " + " | ".join(str(d) for d in digits) + " |"
+    rule = "|" + "---|" * (len(digits) + 1)
+    rows = [f"| **{d}** | " + " | ".join(str(int(n)) for n in counts) + " |" for d, counts in zip(digits, matrix)]
+    return "\n".join([header, rule, *rows])
