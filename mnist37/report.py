@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 METRICS = ("valid_accuracy", "valid_loss", "epochs", "train_seconds")
+NOT_SETTINGS = {"trainer.resume", "data.root", "hydra.run.dir"}  # where a run lives, not what it is
 
 
 @dataclass
@@ -41,7 +42,8 @@ def read_overrides(folder: Path) -> dict[str, str]:
         item = line.removeprefix("- ").strip().strip("'\"")
         if "=" in item:
             key, value = item.split("=", 1)
-            overrides[key.lstrip("+~")] = value
+            if key.lstrip("+~") not in NOT_SETTINGS:
+                overrides[key.lstrip("+~")] = value
     return overrides
 
 

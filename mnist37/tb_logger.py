@@ -10,6 +10,7 @@ Open with `tensorboard --logdir outputs`. Tags (steps are epochs):
   mistakes/valid, mistakes/count                           the wrong valid predictions, most confident first
   confusion/valid                                          confusion matrix, as a table
   pr_curve/valid                                           precision-recall of the first digit (two digits)
+  HParams dashboard                                        the run's settings next to its final valid metrics
 """
 
 from __future__ import annotations
@@ -45,11 +46,13 @@ class TensorBoardLogger:
     """Called after every epoch by `mnist37.training.train` (as `on_epoch_end`); `finish` at the end."""
 
     def __init__(self, log_dir: str | Path, data: Digits, purge_step: int | None = None,
-                 examples_per_digit: int = 8, mistakes_every: int = 5):
+                 examples_per_digit: int = 8, mistakes_every: int = 5, hparams: dict | None = None):
         from torch.utils.tensorboard import SummaryWriter  # imported only when logging is on
 
         # purge_step: TensorBoard hides what earlier writers logged at this step and later (a resume).
         self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
+        if hparams and purge_step is None:
+            self.log_hparams(hparams)
         self.data = data
         self.examples = example_rows(data, examples_per_digit) if examples_per_digit else None
         self.mistakes_every = mistakes_every
@@ -59,6 +62,14 @@ class TensorBoardLogger:
             first, second = probe.weight_images()
             self.writer.add_image(f"weights/mean{data.digits[0]}_minus_mean{data.digits[1]}",
                                   signed_rgb((first - second)[None])[0], 0)
+
+    def log_hparams(self, hparams: dict) -> None:
+        """HParams dashboard entry, in this run's own folder (SummaryWriter.add_hparams would make a
+        nested extra run). Its metrics are this run's own `accuracy/valid` and `loss/valid` curves."""
+        from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+        for summary in hparams_summaries(hparams, {"accuracy/valid": 0.0, "loss/valid": 0.0}):
+            self.writer.file_writer.add_summary(summary)
 
     def __call__(self, metrics: EpochMetrics, model: Classifier) -> None:
         step = metrics.epoch

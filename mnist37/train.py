@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import tempfile
@@ -184,6 +185,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
                 "batch_size": cfg.trainer.batch_size,
             }),
             "seed": cfg.seed,
+            "threads": torch.get_num_threads(),
         }
 
     def write_metrics(metrics: dict) -> None:
@@ -196,7 +198,8 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
         # On resume, purge_step drops any points a killed run logged after its last saved epoch.
         logger = TensorBoardLogger(run_dir, data, purge_step=state.epoch + 1 if state.epoch else None,
                                    examples_per_digit=cfg.inspect.examples_per_digit,
-                                   mistakes_every=cfg.inspect.mistakes_every)
+                                   mistakes_every=cfg.inspect.mistakes_every,
+                                   hparams=hparams_of(cfg, model, data, is_template))
 
     def end_of_epoch(metrics, model) -> None:
         if logger is not None:
@@ -246,21 +249,51 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
     return metrics
 
 
+def hparams_of(cfg: DictConfig, model, data, is_template: bool) -> dict:
+    """The settings that tell runs apart, flat and plain, for TensorBoard's HParams dashboard."""
+    settings = {"model": type(model).__name__, **{f"model.{k}": v for k, v in model.hparams.items()},
+                "digits": ",".join(map(str, data.digits)), "data": data.source, "seed": cfg.seed}
+    if not is_template:
+        optimizer = OmegaConf.to_container(cfg.optimizer)
+        settings |= {"optimizer": optimizer.pop("_target_").rsplit(".", 1)[-1],
+                     **{f"optimizer.{k}": v for k, v in optimizer.items() if not k.startswith("_")},
+                     "trainer.epochs": cfg.trainer.epochs, "trainer.batch_size": cfg.trainer.batch_size}
+    return {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in settings.items()}
+
+
+def threads_per_job(hydra_cfg) -> int | None:
+    """CPU threads for one job of a parallel sweep: the cores shared by the launcher's n_jobs."""
+    n_jobs = OmegaConf.select(hydra_cfg, "launcher.n_jobs")
+    if hydra_cfg.mode != RunMode.MULTIRUN or not n_jobs:
+        return None
+    cores = os.cpu_count() or 1
+    parallel = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)  # joblib: -1 means every core
+    return max(1, cores // parallel)
+
+
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Hydra task: returns the valid accuracy (what a sweeper optimises)."""
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    if cfg.trainer.threads is None:
+        cfg.trainer.threads = threads_per_job(hydra_cfg)
+    sweeping = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         return run(cfg, run_dir)["valid_accuracy"]
-    except BadInputError as error:
-        # A bad input is a sentence for a person, not a traceback.
-        log.error("%s", error)
+    except Exception as error:  # noqa: BLE001 - in a sweep, one job's failure must not end the others
+        if not isinstance(error, BadInputError) and not sweeping:
+            raise  # a bug in a single run: the whole traceback helps
         metrics_file = run_dir / "metrics.json"
         if not metrics_file.exists():  # a diverged or resumed run has its own: keep it
-            metrics_file.write_text(json.dumps({"status": "failed", "error": str(error)}, indent=2) + "\n")
-        if hydra_cfg.mode == RunMode.MULTIRUN:
-            return None  # the sweep's other jobs go on
+            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            metrics_file.write_text(json.dumps({"status": "failed", "error": first_line}, indent=2) + "\n")
+        if isinstance(error, BadInputError):
+            log.error("%s", error)  # a bad input is a sentence for a person, not a traceback
+        else:
+            log.exception("job failed")
+        if sweeping:
+            return float("nan")  # the sweep goes on; Optuna records the trial as failed
         fail(str(error))
 
 
