@@ -57,14 +57,24 @@ def run_mnist37(name, data, device, epochs, batch_size, lr, compile=False, bf16=
     return len(data.train) * epochs / sum(m.train_seconds for m in history)
 
 
-def run_bare(name, data, device, epochs, batch_size, lr) -> float:
-    model = fresh_model(name, data, device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, foreach=True)
-    x, target = data.train.x, (data.train.y == 0).float()
+def seconds_of(epochs: int, device: torch.device, one_epoch) -> float:
+    """Wall time of `epochs` calls of one_epoch(), with the GPU's queue drained around each."""
     seconds = 0.0
     for _ in range(epochs):
         synchronize(device)
         start = time.perf_counter()
+        one_epoch()
+        synchronize(device)
+        seconds += time.perf_counter() - start
+    return seconds
+
+
+def run_bare(name, data, device, epochs, batch_size, lr) -> float:
+    model = fresh_model(name, data, device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, foreach=True)
+    x, target = data.train.x, (data.train.y == 0).float()
+
+    def one_epoch():
         order = torch.randperm(len(x), device=device)
         for i in range(0, len(x), batch_size):
             idx = order[i:i + batch_size]
@@ -72,9 +82,8 @@ def run_bare(name, data, device, epochs, batch_size, lr) -> float:
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()
-        synchronize(device)
-        seconds += time.perf_counter() - start
-    return len(x) * epochs / seconds
+
+    return len(x) * epochs / seconds_of(epochs, device, one_epoch)
 
 
 def write_idx_mnist(data: Digits, root: Path) -> None:
@@ -102,10 +111,8 @@ def run_dataloader(name, data, device, epochs, batch_size, lr, root: Path) -> fl
     dataset = datasets.MNIST(root, train=True, transform=transform)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True)
     positive = data.digits[0]
-    seconds = 0.0
-    for _ in range(epochs):
-        synchronize(device)
-        start = time.perf_counter()
+
+    def one_epoch():
         for images, labels in loader:
             images, labels = images.to(device), labels.to(device)
             loss = torch.nn.functional.binary_cross_entropy_with_logits(
@@ -114,9 +121,8 @@ def run_dataloader(name, data, device, epochs, batch_size, lr, root: Path) -> fl
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        synchronize(device)
-        seconds += time.perf_counter() - start
-    return len(dataset) * epochs / seconds
+
+    return len(dataset) * epochs / seconds_of(epochs, device, one_epoch)
 
 
 def throughput_table(args, device: torch.device) -> None:

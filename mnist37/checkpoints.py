@@ -108,3 +108,29 @@ def restore_rng_states(states: dict) -> None:
     name, keys, position, has_gauss, cached = states["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
     random.setstate(states["python"])
+
+
+def save_training(path: str | Path, model: Classifier, optimizer: torch.optim.Optimizer, state, config: str) -> Path:
+    """last.pt: the model, the optimizer, where training stands and every RNG: enough to go on exactly."""
+    return save_checkpoint(path, model, optimizer=optimizer.state_dict(), train_state=state.as_dict(),
+                           rng=rng_states(), config=config)
+
+
+def resume_training(path: str | Path, model: Classifier, optimizer: torch.optim.Optimizer):
+    """Load the last.pt at `path` (or in that run folder) into `model` and `optimizer`, restore the
+    RNGs, and return the TrainState to continue from. A different model or digits is refused."""
+    from mnist37.training import TrainState
+
+    saved = load_checkpoint(path, name=LAST_NAME)
+    wanted = (type(model).__name__, dict(model.hparams), list(model.digits))
+    found = (saved["model"], saved["hparams"], saved["digits"])
+    if wanted != found:
+        raise CheckpointError(
+            f"trainer.resume={path}: the checkpoint holds {found[0]} {found[1]} for digits {found[2]}, "
+            f"but this run asks for {wanted[0]} {wanted[1]} for digits {wanted[2]}; "
+            "pass the original run's settings again (see its .hydra/overrides.yaml)"
+        )
+    model.load_state_dict(saved["state_dict"])
+    optimizer.load_state_dict(saved["optimizer"])
+    restore_rng_states(saved["rng"])
+    return TrainState.from_dict(saved["train_state"])

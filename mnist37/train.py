@@ -120,7 +120,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
     """Train as `cfg` says, writing metrics.json, last.pt, model.pt and TensorBoard events into `run_dir`."""
     import torch
 
-    from mnist37.checkpoints import LAST_NAME, load_checkpoint, restore_rng_states, rng_states, save_checkpoint
+    from mnist37.checkpoints import LAST_NAME, resume_training, save_checkpoint, save_training
     from mnist37.models import TemplateModel
     from mnist37.training import DivergedError, TrainState, fit_template, resolve_device, samples_per_second, train
 
@@ -133,25 +133,13 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
 
     data = instantiate(cfg.data).to(device)
     model = instantiate(cfg.model, digits=data.digits).to(device)
-    is_template = isinstance(model, TemplateModel)
+    is_template = isinstance(model, TemplateModel)  # fitted in one pass: no optimizer, no epochs
     optimizer = None if is_template else instantiate(cfg.optimizer)(model.parameters())
     state = TrainState()
     if cfg.trainer.resume is not None:
         if is_template:
             raise BadInputError("trainer.resume: a template model is fitted in one pass, there is nothing to resume")
-        saved = load_checkpoint(cfg.trainer.resume, name=LAST_NAME)
-        wanted = (type(model).__name__, dict(model.hparams), list(model.digits))
-        found = (saved["model"], saved["hparams"], saved["digits"])
-        if wanted != found:
-            raise BadInputError(
-                f"trainer.resume={cfg.trainer.resume}: the checkpoint holds {found[0]} {found[1]} for digits "
-                f"{found[2]}, but this run asks for {wanted[0]} {wanted[1]} for digits {wanted[2]}; "
-                "pass the original run's settings again (see its .hydra/overrides.yaml)"
-            )
-        model.load_state_dict(saved["state_dict"])
-        optimizer.load_state_dict(saved["optimizer"])
-        state = TrainState.from_dict(saved["train_state"])
-        restore_rng_states(saved["rng"])
+        state = resume_training(cfg.trainer.resume, model, optimizer)
         log.info("resuming from %s: %d epochs done, %d steps into the next", cfg.trainer.resume, state.epoch, state.step)
     log.info(
         "%s on %s: %s digits %s, %d train / %d valid images",
@@ -160,36 +148,28 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
     if cfg.trainer.compile:
         model.compile()  # in place: the module, its state_dict and its checkpoints stay as they are
 
-    def save_last() -> None:
-        save_checkpoint(run_dir / LAST_NAME, model, optimizer=optimizer.state_dict(), train_state=state.as_dict(),
-                        rng=rng_states(), config=OmegaConf.to_yaml(cfg))
-
     def metrics_for(status: str, **extra) -> dict:
         last = state.history[-1].as_dict() if state.history else {}
+        settings = {} if is_template else {
+            "optimizer": cfg.optimizer._target_.rsplit(".", 1)[-1], "lr": cfg.optimizer.lr,
+            "batch_size": cfg.trainer.batch_size,
+        }
         return {
-            "status": status,
-            **extra,
+            "status": status, **extra,
             **{key: last.get(key) for key in ("valid_accuracy", "valid_loss", "train_accuracy", "train_loss")},
             "epochs": len(state.history),
             "train_seconds": sum(m.train_seconds for m in state.history),
             "train_samples_per_s": samples_per_second(state.history, len(data.train)) if state.history else None,
-            "device": str(device),
-            "data_source": data.source,
-            "digits": list(data.digits),
-            "n_train": len(data.train),
-            "n_valid": len(data.valid),
-            "model": type(model).__name__,
-            **({} if is_template else {
-                "optimizer": cfg.optimizer._target_.rsplit(".", 1)[-1],
-                "lr": cfg.optimizer.lr,
-                "batch_size": cfg.trainer.batch_size,
-            }),
-            "seed": cfg.seed,
-            "threads": torch.get_num_threads(),
+            "device": str(device), "data_source": data.source, "digits": list(data.digits),
+            "n_train": len(data.train), "n_valid": len(data.valid), "model": type(model).__name__,
+            **settings, "seed": cfg.seed, "threads": torch.get_num_threads(),
         }
 
     def write_metrics(metrics: dict) -> None:
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+
+    def save_last() -> None:
+        save_training(run_dir / LAST_NAME, model, optimizer, state, OmegaConf.to_yaml(cfg))
 
     logger = None
     if cfg.tensorboard:
@@ -210,6 +190,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
         with StopRequest() as stop:
             if is_template:
                 state.history = fit_template(model, data, on_epoch_end=logger)
+                state.epoch = len(state.history)
             else:
                 train(
                     model, data, optimizer,
@@ -217,27 +198,23 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
                     on_epoch_end=end_of_epoch, progress=cfg.trainer.progress, bf16=cfg.trainer.bf16,
                     state=state, stop=stop,
                 )
-    except BaseException as error:
+        if logger is not None and not state.stopped:
+            logger.finish(model, state.epoch)
+    except DivergedError as error:
+        write_metrics(metrics_for("diverged", error=str(error)))
+        raise
+    finally:
         if logger is not None:
             logger.close()
-        if isinstance(error, DivergedError):
-            write_metrics(metrics_for("diverged", error=str(error)))
-        raise
 
     if state.stopped:
-        if logger is not None:
-            logger.close()
         save_last()
         write_metrics(metrics_for("interrupted"))
-        name = signal.Signals(stop.signal).name
-        print(f"mnist37-train: {name} at epoch {state.epoch + 1}, step {state.step}: saved {run_dir / LAST_NAME}; "
-              f"resume with: python -m mnist37.train trainer.resume={run_dir}  (plus this run's overrides)",
-              file=sys.stderr)
+        print(f"mnist37-train: {signal.Signals(stop.signal).name} at epoch {state.epoch + 1}, step {state.step}: "
+              f"saved {run_dir / LAST_NAME}; resume with: python -m mnist37.train trainer.resume={run_dir}  "
+              "(plus this run's overrides)", file=sys.stderr)
         raise SystemExit(128 + stop.signal)
 
-    if logger is not None:
-        logger.finish(model, state.epoch if not is_template else 1)
-        logger.close()
     metrics = metrics_for("completed")
     save_checkpoint(run_dir / "model.pt", model, metrics=metrics, config=OmegaConf.to_yaml(cfg))
     write_metrics(metrics)
