@@ -25,8 +25,8 @@ N_PIXELS = 28 * 28
 class Classifier(nn.Module):
     """What every mnist37 model shares: the digits it tells apart and how logits become answers.
 
-    Subclasses define `forward` ((N, 784) rows -> logits) and `weight_images` ((K, 28, 28) signed
-    maps of what the model looks for in the pixels).
+    Subclasses define `forward` (images as (N, 784) rows, or (N,28,28) / (N,1,28,28) -> logits) and
+    `weight_images` ((K, 28, 28) signed maps of what the model looks for in the pixels).
     """
 
     def __init__(self, digits=(3, 7), **hparams):
@@ -100,6 +100,7 @@ class LinearModel(Classifier):
         self.bias = nn.Parameter(torch.randn(shape) * init_std) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(1)  # image-shaped input (N,28,28) or (N,1,28,28) -> (N,784) rows
         if self.bias is None:
             return x @ self.weights
         return x @ self.weights + self.bias
@@ -118,7 +119,7 @@ class MLP(Classifier):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.layers(x)
+        logits = self.layers(x.flatten(1))
         return logits.squeeze(-1) if self.n_outputs == 1 else logits
 
     def weight_images(self) -> torch.Tensor:
@@ -158,7 +159,7 @@ class TemplateModel(Classifier):
         return torch.stack([(x - mean).abs().pow(power).mean(dim=1) for mean in self.means], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        distances = self.distances(x)
+        distances = self.distances(x.flatten(1))
         if self.n_outputs == 1:
             return distances[:, 1] - distances[:, 0]
         return -distances

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from mnist37.models import MLP, LinearModel
+from mnist37.models import MLP, LinearModel, TemplateModel
 
 
 def test_linear_is_x_times_w_plus_b():
@@ -84,3 +84,12 @@ def test_binary_loss_treats_first_digit_as_positive():
     confident_right = torch.tensor([10.0, -10.0])
     assert model.loss(confident_right, targets) < 1e-3
     assert model.classes(confident_right).tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("make_model", [LinearModel, MLP, TemplateModel])
+def test_logits_for_every_image_layout(make_model):
+    model = make_model((3, 7))
+    rows = torch.rand(4, 784)
+    expected = model(rows)
+    assert torch.equal(model(rows.reshape(4, 28, 28)), expected)
+    assert torch.equal(model(rows.reshape(4, 1, 28, 28)), expected)

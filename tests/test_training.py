@@ -64,11 +64,12 @@ def test_epoch_metrics_equal_a_direct_computation(digits37):
     assert evaluate(model, digits37.valid, batch_size=7) == pytest.approx((expected_loss, expected_acc), rel=1e-5)
 
 
-def test_multi_digit_training_beats_chance_by_far(data_root):
+@pytest.mark.parametrize("make_model", [LinearModel, MLP])
+def test_multi_digit_training_beats_chance_by_far(data_root, make_model):
     from mnist37.data import load_embedded
 
     data = load_embedded(data_root, "all")
-    _, history = fit(data, LinearModel, epochs=5, lr=0.5)
+    _, history = fit(data, make_model, epochs=5, lr=0.5)
     assert history[-1].valid_accuracy > 0.75  # chance is 0.10
 
 
