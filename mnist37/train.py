@@ -25,6 +25,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from hydra.utils import instantiate
@@ -116,6 +117,17 @@ class StopRequest:
             signal.signal(sig, handler)
 
 
+def build(node: DictConfig, **kwargs):
+    """hydra.utils.instantiate, except that a bad input raised inside stays a BadInputError (Hydra
+    wraps whatever its target raises in an InstantiationException)."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, BadInputError):
+            raise error.__cause__ from None
+        raise
+
+
 def run(cfg: DictConfig, run_dir: str | Path) -> dict:
     """Train as `cfg` says, writing metrics.json, last.pt, model.pt and TensorBoard events into `run_dir`."""
     import torch
@@ -131,10 +143,10 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
         torch.set_num_threads(cfg.trainer.threads)
     torch.manual_seed(cfg.seed)
 
-    data = instantiate(cfg.data).to(device)
-    model = instantiate(cfg.model, digits=data.digits).to(device)
+    data = build(cfg.data).to(device)
+    model = build(cfg.model, digits=data.digits).to(device)
     is_template = isinstance(model, TemplateModel)  # fitted in one pass: no optimizer, no epochs
-    optimizer = None if is_template else instantiate(cfg.optimizer)(model.parameters())
+    optimizer = None if is_template else build(cfg.optimizer)(model.parameters())
     state = TrainState()
     if cfg.trainer.resume is not None:
         if is_template:
