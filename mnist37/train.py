@@ -93,7 +93,10 @@ def fail(message: str, code: int = 1) -> None:
 
 
 class StopRequest:
-    """Ctrl-C or SIGTERM: finish the current step, save, exit. A second Ctrl-C stops at once."""
+    """Ctrl-C, SIGTERM or SIGUSR2 (SLURM's warning before a time limit, as submitit sets it up):
+    finish the current step, save, exit. A second signal stops at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
 
     def __init__(self):
         self.signal: int | None = None
@@ -101,7 +104,7 @@ class StopRequest:
 
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():  # signals only reach the main thread
-            self.previous = {sig: signal.signal(sig, self.request) for sig in (signal.SIGINT, signal.SIGTERM)}
+            self.previous = {sig: signal.signal(sig, self.request) for sig in self.SIGNALS}
         return self
 
     def request(self, signum, frame) -> None:

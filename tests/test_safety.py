@@ -106,6 +106,18 @@ def test_ctrl_c_saves_and_says_how_to_resume(tmp_path, data_root, unbroken):
 
 
 @pytest.mark.slow
+def test_sigterm_and_sigusr2_also_save(tmp_path, data_root):
+    for sig in (signal.SIGTERM, signal.SIGUSR2):
+        run_dir = tmp_path / sig.name
+        process = start(tmp_path, data_root, f"hydra.run.dir={sig.name}")
+        wait_for(run_dir / "last.pt", process)
+        process.send_signal(sig)
+        stderr = process.communicate(timeout=60)[1]
+        assert process.returncode == 128 + sig and f"{sig.name} at epoch" in stderr
+        assert json.loads((run_dir / "metrics.json").read_text())["status"] == "interrupted"
+
+
+@pytest.mark.slow
 def test_resume_with_other_model_or_digits_is_refused(tmp_path, data_root, unbroken):
     for change in ("model=mlp", "data.digits=[1,7]"):
         result = run_cli(*RESUMABLE, f"data.root={data_root}", change, f"trainer.resume={unbroken}", cwd=tmp_path)
