@@ -42,6 +42,18 @@ def example_rows(data: Digits, per_digit: int) -> torch.Tensor:
     return torch.cat([(y == k).nonzero().flatten()[:per_digit] for k in range(len(data.digits))])
 
 
+def numbers_table(explanations, truths) -> str:
+    """Markdown, one row per card: a column per number, or (when the cards' numbers differ, as
+    with more digits: each names its own predicted digit and runner-up) one summary column."""
+    keys = list(explanations[0].numbers)
+    if any(list(e.numbers) != keys for e in explanations):
+        rows = [f"| {i} | {t} | {e.summary()} |" for i, (e, t) in enumerate(zip(explanations, truths))]
+        return "\n".join(["| # | true | numbers |", "|---|---|---|", *rows])
+    rows = [f"| {i} | {t} | " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in e.numbers.values())
+            + " |" for i, (e, t) in enumerate(zip(explanations, truths))]
+    return "\n".join(["| # | true | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 2), *rows])
+
+
 class TensorBoardLogger:
     """Called after every epoch by `mnist37.training.train` (as `on_epoch_end`); `finish` at the end."""
 
@@ -104,12 +116,7 @@ class TensorBoardLogger:
             cards = [render(e, scale=3, title=f"#{i}: a {t}", numbers=False)
                      for i, (e, t) in enumerate(zip(explanations, truths))]
             self.writer.add_image("explain/examples", card_grid(cards, columns=2), step)
-            table = ["| # | true | " + " | ".join(explanations[0].numbers) + " |",
-                     "|" + "---|" * (len(explanations[0].numbers) + 2)]
-            table += [f"| {i} | {t} | " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v)
-                                                     for v in e.numbers.values()) + " |"
-                      for i, (e, t) in enumerate(zip(explanations, truths))]
-            self.writer.add_text("explain/numbers", "\n".join(table), step)
+            self.writer.add_text("explain/numbers", numbers_table(explanations, truths), step)
 
     def log_mistakes(self, model: Classifier, step: int) -> None:
         grid, count = mistakes_grid(model, self.data.valid.x, self.data.valid.y)

@@ -148,3 +148,17 @@ def test_predict_explain_writes_pngs_whose_numbers_match_the_model(linear, digit
     assert predict_main(["--checkpoint", str(checkpoint), "--explain", str(picture)]) == 0
     out = capsys.readouterr().out
     assert f"logit {logit:.3f}" in out and "digit.explain.png" in out
+
+
+def test_numbers_table_for_many_digits_has_one_summary_column(data_root):
+    from mnist37.data import load_embedded
+    from mnist37.tb_logger import numbers_table
+
+    data = load_embedded(data_root, "all")
+    model = trained(LinearModel(data.digits), data)
+    x, y = data.valid.x[::100], data.valid.y[::100]
+    explanations = explain(model, x)
+    table = numbers_table(explanations, [int(d) for d in y]).splitlines()
+    assert table[0] == "| # | true | numbers |" and len(table) == 2 + len(x)
+    for line, e in zip(table[2:], explanations):
+        assert line.endswith(f"| {e.summary()} |")
