@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from mnist37.errors import BadInputError
+from mnist37.errors import BadInputError, first_line
 from mnist37.models import MODELS, Classifier
 
 FORMAT = "mnist37-checkpoint"
@@ -57,9 +57,8 @@ def load_checkpoint(path: str | Path, name: str = CHECKPOINT_NAME) -> dict:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - every way a file can fail to load means "not ours"
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise CheckpointError(
-            f"{path} is not a loadable mnist37 checkpoint ({first_line}); "
+            f"{path} is not a loadable mnist37 checkpoint ({first_line(error)}); "
             "only files written by mnist37 (tensors and plain values) are accepted"
         ) from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:

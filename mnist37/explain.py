@@ -86,15 +86,15 @@ def explain_linear(model, x, logits, probabilities, predicted, runner_up) -> lis
 
 
 def explain_template(model, x, logits, probabilities, predicted, runner_up) -> list[Explanation]:
-    power = 1 if model.hparams["distance"] == "l1" else 2
+    squared = "^2" if model.hparams["distance"] == "l2" else ""
     explanations = []
     for row in range(len(x)):
         maps, numbers = [], {}
         for k in (int(predicted[row]), int(runner_up[row])):
-            distance = (x[row] - model.means[k]).abs().pow(power)
+            distance = model.pixel_distances(x[row:row + 1], k)[0]
             digit = model.digits[k]
             # drawn negative (red): distance is evidence against that digit
-            maps.append((f"|x - m{digit}|" + ("^2" if power == 2 else ""), -distance.cpu().reshape(28, 28)))
+            maps.append((f"|x - m{digit}|{squared}", -distance.cpu().reshape(28, 28)))
             numbers[f"mean distance to {digit}"] = float(distance.mean())
         explanations.append(Explanation(x[row].cpu().reshape(28, 28), maps,
                                         numbers | answer(model, probabilities, row, predicted)))
@@ -174,16 +174,16 @@ def card_grid(cards, columns: int):
 
 @torch.no_grad()
 def predictions(model: Classifier, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(predicted class, its probability) per row of x."""
+    """(predicted class per row, as accuracy counts it; (N, n_digits) probabilities)."""
     with evaluating(model):
-        probabilities = model.probabilities(model(x))
-    confidence, predicted = probabilities.max(dim=-1)
-    return predicted, confidence
+        logits = model(x)
+    return model.classes(logits), model.probabilities(logits)
 
 
 def mistakes(model: Classifier, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(row indices, predicted class, probability) of every wrong prediction, most confident first."""
-    predicted, confidence = predictions(model, x)
+    predicted, probabilities = predictions(model, x)
+    confidence = probabilities.gather(1, predicted[:, None])[:, 0]
     wrong = (predicted != y).nonzero().flatten()
     order = confidence[wrong].argsort(descending=True)
     wrong = wrong[order]
@@ -207,11 +207,8 @@ def mistakes_grid(model: Classifier, x: torch.Tensor, y: torch.Tensor, limit: in
     return (card_grid(tiles, columns=8) if tiles else None), len(wrong)
 
 
-@torch.no_grad()
-def confusion_matrix(model: Classifier, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """(K, K) counts: row = true digit, column = predicted digit, in the order of model.digits."""
-    predicted, _ = predictions(model, x)
-    k = len(model.digits)
+def confusion_matrix(predicted: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
+    """(k, k) counts of predicted classes against true classes y: row = true, column = predicted."""
     return torch.bincount(y * k + predicted, minlength=k * k).reshape(k, k).cpu()
 
 

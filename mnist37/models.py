@@ -153,10 +153,14 @@ class TemplateModel(Classifier):
         counts = torch.bincount(y, minlength=len(self.digits)).clamp_min(1)
         self.means.copy_(sums / counts[:, None])
 
+    def pixel_distances(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        """(N, 784) distance of each pixel to digit k's mean image: |x - m| (l1) or (x - m)^2 (l2)."""
+        power = 1 if self.hparams["distance"] == "l1" else 2
+        return (x - self.means[k]).abs().pow(power)
+
     def distances(self, x: torch.Tensor) -> torch.Tensor:
         """(N, n_digits) mean distance of each image to each digit's mean image."""
-        power = 1 if self.hparams["distance"] == "l1" else 2
-        return torch.stack([(x - mean).abs().pow(power).mean(dim=1) for mean in self.means], dim=1)
+        return torch.stack([self.pixel_distances(x, k).mean(dim=1) for k in range(len(self.digits))], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         distances = self.distances(x.flatten(1))

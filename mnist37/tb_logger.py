@@ -20,8 +20,10 @@ from pathlib import Path
 import torch
 
 from mnist37.data import Digits
-from mnist37.explain import card_grid, confusion_markdown, confusion_matrix, explain, mistakes_grid, render, signed_rgb
-from mnist37.models import Classifier, TemplateModel, evaluating
+from mnist37.explain import (
+    card_grid, confusion_markdown, confusion_matrix, explain, mistakes_grid, predictions, render, signed_rgb,
+)
+from mnist37.models import Classifier, TemplateModel
 from mnist37.training import EpochMetrics
 
 MAX_EXAMPLES = 16
@@ -104,11 +106,11 @@ class TensorBoardLogger:
 
     def log_predictions(self, model: Classifier, step: int) -> None:
         x, y = self.data.valid.x, self.data.valid.y
-        self.writer.add_text("confusion/valid", confusion_markdown(confusion_matrix(model, x, y), model.digits), step)
+        predicted, probabilities = predictions(model, x)  # one pass serves the table and the curve
+        matrix = confusion_matrix(predicted, y, len(model.digits))
+        self.writer.add_text("confusion/valid", confusion_markdown(matrix, model.digits), step)
         if model.n_outputs == 1:
-            with torch.no_grad(), evaluating(model):
-                first_digit = torch.sigmoid(model(x))
-            self.writer.add_pr_curve("pr_curve/valid", (y == 0).cpu(), first_digit.cpu(), step)
+            self.writer.add_pr_curve("pr_curve/valid", (y == 0).cpu(), probabilities[:, 0].cpu(), step)
         if self.examples is not None:
             explanations = explain(model, x[self.examples])
             truths = [model.digits[int(k)] for k in y[self.examples]]

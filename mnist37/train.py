@@ -32,7 +32,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mnist37.config import register_schema, validate
-from mnist37.errors import BadInputError
+from mnist37.errors import BadInputError, first_line
 
 log = logging.getLogger("mnist37")
 
@@ -166,7 +166,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
     def metrics_for(status: str, **extra) -> dict:
         last = state.history[-1].as_dict() if state.history else {}
         settings = {} if is_template else {
-            "optimizer": cfg.optimizer._target_.rsplit(".", 1)[-1], "lr": cfg.optimizer.lr,
+            "optimizer": optimizer_name(cfg), "lr": cfg.optimizer.lr,
             "batch_size": cfg.trainer.batch_size,
         }
         return {
@@ -241,13 +241,18 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
     return metrics
 
 
+def optimizer_name(cfg: DictConfig) -> str:
+    """e.g. "SGD" for torch.optim.SGD."""
+    return cfg.optimizer._target_.rsplit(".", 1)[-1]
+
+
 def hparams_of(cfg: DictConfig, model, data, is_template: bool) -> dict:
     """The settings that tell runs apart, flat and plain, for TensorBoard's HParams dashboard."""
     settings = {"model": type(model).__name__, **{f"model.{k}": v for k, v in model.hparams.items()},
                 "digits": ",".join(map(str, data.digits)), "data": data.source, "seed": cfg.seed}
     if not is_template:
         optimizer = OmegaConf.to_container(cfg.optimizer)
-        settings |= {"optimizer": optimizer.pop("_target_").rsplit(".", 1)[-1],
+        settings |= {"optimizer": optimizer_name(cfg),
                      **{f"optimizer.{k}": v for k, v in optimizer.items() if not k.startswith("_")},
                      "trainer.epochs": cfg.trainer.epochs, "trainer.batch_size": cfg.trainer.batch_size}
     return {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in settings.items()}
@@ -278,8 +283,7 @@ def main(cfg: DictConfig) -> float | None:
             raise  # a bug in a single run: the whole traceback helps
         metrics_file = run_dir / "metrics.json"
         if not metrics_file.exists():  # a diverged or resumed run has its own: keep it
-            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            metrics_file.write_text(json.dumps({"status": "failed", "error": first_line}, indent=2) + "\n")
+            metrics_file.write_text(json.dumps({"status": "failed", "error": first_line(error)}, indent=2) + "\n")
         if isinstance(error, BadInputError):
             log.error("%s", error)  # a bad input is a sentence for a person, not a traceback
         else:

@@ -77,6 +77,11 @@ def resolve_device(name: str) -> torch.device:
     raise BadInputError(f"device {name!r} is not known: use one of {', '.join(DEVICES)}")
 
 
+def epoch_metrics(epoch: int, model: Classifier, data: Digits, train_seconds: float) -> EpochMetrics:
+    """The model as it stands after `epoch`: loss and accuracy on the whole train and valid splits."""
+    return EpochMetrics(epoch, *evaluate(model, data.train), *evaluate(model, data.valid), train_seconds)
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for queued GPU work, so that a timer around it measures the work and not its launch."""
     if device.type == "cuda":
@@ -194,7 +199,7 @@ def train(
             state.stopped = True
             break
 
-        metrics = EpochMetrics(epoch, *evaluate(model, data.train), *evaluate(model, data.valid), state.seconds)
+        metrics = epoch_metrics(epoch, model, data, state.seconds)
         state.history.append(metrics)
         state.epoch, state.step, state.seconds, state.shuffle = epoch, 0, 0.0, shuffle.get_state()
         bar.set_postfix(train_loss=f"{metrics.train_loss:.4f}", valid_acc=f"{metrics.valid_accuracy:.2%}")
@@ -223,7 +228,7 @@ def fit_template(
     model.fit(data.train.x, data.train.y)
     synchronize(data.train.x.device)
     seconds = time.perf_counter() - started
-    metrics = EpochMetrics(1, *evaluate(model, data.train), *evaluate(model, data.valid), seconds)
+    metrics = epoch_metrics(1, model, data, seconds)
     log.info("mean images of %s: valid_accuracy %.2f%%", data.digits, 100 * metrics.valid_accuracy)
     if on_epoch_end is not None:
         on_epoch_end(metrics, model)

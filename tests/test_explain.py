@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from mnist37 import save_checkpoint
-from mnist37.explain import confusion_matrix, explain, mistakes, mistakes_grid, render
+from mnist37.explain import confusion_matrix, explain, mistakes, mistakes_grid, predictions, render
 from mnist37.models import MLP, LinearModel, TemplateModel
 from mnist37.predict import main as predict_main
 from mnist37.predict import read_image
@@ -90,7 +90,7 @@ def test_mistakes_are_exactly_the_wrong_predictions_most_confident_first(linear,
 
 def test_confusion_matrix_counts(linear, digits37):
     x, y = digits37.valid.x, digits37.valid.y
-    matrix = confusion_matrix(linear, x, y)
+    matrix = confusion_matrix(predictions(linear, x)[0], y, 2)
     assert matrix.sum() == len(y) and matrix.sum(dim=1).tolist() == [100, 100]
     correct = (linear.predict(x) == torch.tensor([3, 7])[y]).sum()
     assert matrix.trace() == correct
