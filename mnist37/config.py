@@ -30,7 +30,7 @@ class TrainerSchema:
 @dataclass
 class InspectSchema:
     examples_per_digit: int = MISSING
-    mistakes_every: int = MISSING
+    every: int = MISSING
 
 
 @dataclass
@@ -74,7 +74,7 @@ def validate(cfg: DictConfig) -> None:
     check("trainer.batch_size", cfg.trainer.batch_size >= 1, "use a whole number >= 1")
     check("trainer.threads", cfg.trainer.threads is None or cfg.trainer.threads >= 1, "use null or a whole number >= 1")
     check("inspect.examples_per_digit", cfg.inspect.examples_per_digit >= 0, "use a whole number >= 0 (0: none)")
-    check("inspect.mistakes_every", cfg.inspect.mistakes_every >= 0, "use a whole number >= 0 (0: only at the end)")
+    check("inspect.every", cfg.inspect.every >= 0, "use a whole number >= 0 (0: only at the end)")
     device = cfg.device.type
     check("device.type", device in ("auto", "cpu", "cuda") or device.startswith("cuda:"),
           "use device=auto, device=cpu or device=cuda (or device.type=cuda:N)")

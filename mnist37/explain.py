@@ -136,40 +136,68 @@ def signed_rgb(maps: torch.Tensor, same_scale: bool = False) -> torch.Tensor:
     return torch.stack([red, green, blue], dim=1)
 
 
-def render(explanation: Explanation, scale: int = 4, title: str = "", numbers: bool = True):
-    """A PIL image: the input, then each map (blue > 0, red < 0), then (unless told not) the numbers."""
+def panels_of(explanation: Explanation) -> torch.Tensor:
+    """(P, 3, 28, 28) RGB panels: the input in grey, then each map (blue > 0, red < 0)."""
+    maps = signed_rgb(torch.stack([m for _, m in explanation.maps]), same_scale=explanation.same_scale)
+    return torch.cat([explanation.image.clamp(0, 1).expand(1, 3, 28, 28), maps])
+
+
+def draw_cards(panels: torch.Tensor, headings: list[list[str]], notes: list[list[str]], columns: int, scale: int):
+    """One PIL picture of N cards in a grid: card i shows panels[i] ((P, 3, 28, 28), side by side,
+    enlarged `scale` times) under headings[i] (one per panel), with the lines notes[i] below.
+
+    Everything is laid out on one tensor canvas and becomes one PIL image: one copy of the
+    pixels however many cards there are (TensorBoard draws 16 of them per snapshot).
+    """
     from PIL import Image, ImageDraw
 
-    maps = signed_rgb(torch.stack([m for _, m in explanation.maps]), same_scale=explanation.same_scale)
-    panels = [explanation.image.clamp(0, 1).expand(3, 28, 28), *maps]
-    titles = [title or "input"] + [name for name, _ in explanation.maps]
-    size, gap, caption = 28 * scale, 8, 14
-    lines = [f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in explanation.numbers.items()]
-    lines = lines if numbers else []
-    width = max(len(panels) * (size + gap) + gap, 7 * max(map(len, lines), default=0) + 2 * gap)
-    height = caption + size + gap + 12 * len(lines) + gap
-    card = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(card)
-    for i, (panel, name) in enumerate(zip(panels, titles)):
-        left = gap + i * (size + gap)
-        pixels = (panel.permute(1, 2, 0) * 255).round().byte().numpy()
-        card.paste(Image.fromarray(pixels, "RGB").resize((size, size), Image.NEAREST), (left, caption))
-        draw.text((left, 1), name[: size // 6], fill="black")
-    for i, line in enumerate(lines):
-        draw.text((gap, caption + size + gap + 12 * i), line, fill="black")
-    return card
+    n, p = panels.shape[:2]
+    size, gap, line = 28 * scale, 8, 12
+    heading = line + 2 if any(any(h) for h in headings) else 0
+    n_lines = max(map(len, notes), default=0)
+    widest_note = max((len(text) for lines in notes for text in lines), default=0)
+    card_width = max(p * (size + gap) + gap, 7 * widest_note + 2 * gap)
+    card_height = heading + size + (gap + line * n_lines if n_lines else 0) + gap
+    rows = -(-n // columns)
+    enlarged = panels.float().cpu().repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)
+    canvas = torch.ones(3, rows * card_height, columns * card_width)
+    for i in range(n):
+        top, left = (i // columns) * card_height + heading, (i % columns) * card_width + gap
+        for j in range(p):
+            canvas[:, top: top + size, left + j * (size + gap): left + j * (size + gap) + size] = enlarged[i, j]
+    sheet = Image.fromarray((canvas * 255).round().byte().permute(1, 2, 0).numpy(), "RGB")
+    draw = ImageDraw.Draw(sheet)
+    for i in range(n):
+        top, left = (i // columns) * card_height, (i % columns) * card_width + gap
+        for j, text in enumerate(headings[i]):
+            draw.text((left + j * (size + gap), top + 1), text[: size // 6], fill="black")
+        for k, text in enumerate(notes[i]):
+            draw.text((left, top + heading + size + gap // 2 + line * k), text, fill="black")
+    return sheet
 
 
-def card_grid(cards, columns: int):
-    """PIL cards (same height) in a grid, as one (3, H, W) float tensor for TensorBoard."""
-    from PIL import Image
+def as_tensor(picture) -> torch.Tensor:
+    """A PIL RGB picture as a (3, H, W) float tensor in [0, 1], as TensorBoard's add_image takes it."""
+    return torch.frombuffer(bytearray(picture.tobytes()), dtype=torch.uint8).reshape(
+        picture.height, picture.width, 3).permute(2, 0, 1).float() / 255
 
-    rows = -(-len(cards) // columns)
-    width, height = max(c.width for c in cards), max(c.height for c in cards)
-    sheet = Image.new("RGB", (columns * width, rows * height), "white")
-    for i, card in enumerate(cards):
-        sheet.paste(card, ((i % columns) * width, (i // columns) * height))
-    return torch.frombuffer(bytearray(sheet.tobytes()), dtype=torch.uint8).reshape(sheet.height, sheet.width, 3).permute(2, 0, 1).float() / 255
+
+def number_lines(explanation: Explanation) -> list[str]:
+    return [f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in explanation.numbers.items()]
+
+
+def render(explanation: Explanation, scale: int = 4, title: str = "", numbers: bool = True):
+    """A PIL image: the input, then each map (blue > 0, red < 0), then (unless told not) the numbers."""
+    headings = [title or "input", *(name for name, _ in explanation.maps)]
+    return draw_cards(panels_of(explanation)[None], [headings], [number_lines(explanation) if numbers else []],
+                      columns=1, scale=scale)
+
+
+def render_sheet(explanations: list[Explanation], titles: list[str], columns: int = 2, scale: int = 3):
+    """Several explanations in one picture, without their numbers (those go in a table)."""
+    panels = torch.stack([panels_of(e) for e in explanations])
+    headings = [[title, *(name for name, _ in e.maps)] for e, title in zip(explanations, titles)]
+    return draw_cards(panels, headings, [[] for _ in explanations], columns=columns, scale=scale)
 
 
 @torch.no_grad()
@@ -191,20 +219,18 @@ def mistakes(model: Classifier, x: torch.Tensor, y: torch.Tensor) -> tuple[torch
 
 
 def mistakes_grid(model: Classifier, x: torch.Tensor, y: torch.Tensor, limit: int = 64, scale: int = 2):
-    """The wrong predictions as labelled tiles ("true 3 / said 7 / 0.98"), most confident first."""
-    from PIL import Image, ImageDraw
-
+    """The wrong predictions as labelled tiles ("3 said 7 / p=0.98"), most confident first: a
+    (3, H, W) tensor (None when there are none) and the number of mistakes."""
     wrong, predicted, confidence = mistakes(model, x, y)
-    tiles = []
-    for row, said, p in zip(wrong[:limit].tolist(), predicted[:limit].tolist(), confidence[:limit].tolist()):
-        pixels = (x[row].reshape(28, 28).clamp(0, 1) * 255).round().byte().cpu().numpy()
-        tile = Image.new("RGB", (28 * scale + 4, 28 * scale + 26), "white")
-        tile.paste(Image.fromarray(pixels, "L").resize((28 * scale, 28 * scale), Image.NEAREST), (2, 2))
-        draw = ImageDraw.Draw(tile)
-        draw.text((2, 28 * scale + 3), f"{model.digits[int(y[row])]} said {model.digits[said]}", fill="black")
-        draw.text((2, 28 * scale + 14), f"p={p:.2f}", fill="firebrick")
-        tiles.append(tile)
-    return (card_grid(tiles, columns=8) if tiles else None), len(wrong)
+    count = len(wrong)
+    if not count:
+        return None, 0
+    wrong, predicted, confidence = wrong[:limit], predicted[:limit].tolist(), confidence[:limit].tolist()
+    images = x[wrong].reshape(-1, 1, 1, 28, 28).clamp(0, 1).expand(-1, 1, 3, 28, 28)
+    truths = y[wrong].tolist()
+    notes = [[f"{model.digits[t]} said {model.digits[s]}", f"p={p:.2f}"] for t, s, p in zip(truths, predicted, confidence)]
+    sheet = draw_cards(images, [[] for _ in notes], notes, columns=8, scale=scale)
+    return as_tensor(sheet), count
 
 
 def confusion_matrix(predicted: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:

@@ -1,11 +1,13 @@
 """TensorBoard logging: curves, weight images, and what the model does to single images.
 
-Open with `tensorboard --logdir outputs`. Tags (steps are epochs):
+Open with `tensorboard --logdir outputs`. Curves are written every epoch; everything else is a
+snapshot, written every `every` epochs and at the end, because drawing images costs far more than
+an epoch of this model's training. Tags (steps are epochs):
   loss/train, loss/valid, accuracy/train, accuracy/valid   the curves
   weights/model                                            the weight images, one grid
   weights/mean3_minus_mean7                                the ideal 3 minus the ideal 7 (two digits, once)
   weights/template_l2_as_linear(_bias)                     model=template distance=l2 as x @ w + b
-  params/<name>                                            histogram of each parameter
+  params/<name>                                            histogram of each parameter (snapshot)
   explain/examples, explain/numbers                        fixed valid images taken apart (see explain.py)
   mistakes/valid, mistakes/count                           the wrong valid predictions, most confident first
   confusion/valid                                          confusion matrix, as a table
@@ -21,7 +23,7 @@ import torch
 
 from mnist37.data import Digits
 from mnist37.explain import (
-    card_grid, confusion_markdown, confusion_matrix, explain, mistakes_grid, predictions, render, signed_rgb,
+    as_tensor, confusion_markdown, confusion_matrix, explain, mistakes_grid, predictions, render_sheet, signed_rgb,
 )
 from mnist37.models import Classifier, TemplateModel
 from mnist37.training import EpochMetrics
@@ -60,7 +62,7 @@ class TensorBoardLogger:
     """Called after every epoch by `mnist37.training.train` (as `on_epoch_end`); `finish` at the end."""
 
     def __init__(self, log_dir: str | Path, data: Digits, purge_step: int | None = None,
-                 examples_per_digit: int = 8, mistakes_every: int = 5, hparams: dict | None = None):
+                 examples_per_digit: int = 8, every: int = 20, hparams: dict | None = None):
         from torch.utils.tensorboard import SummaryWriter  # imported only when logging is on
 
         # purge_step: TensorBoard hides what earlier writers logged at this step and later (a resume).
@@ -69,7 +71,8 @@ class TensorBoardLogger:
             self.log_hparams(hparams)
         self.data = data
         self.examples = example_rows(data, examples_per_digit) if examples_per_digit else None
-        self.mistakes_every = mistakes_every
+        self.every = every
+        self.last_snapshot = 0
         if len(data.digits) == 2 and purge_step is None:
             probe = TemplateModel(data.digits).to(data.train.x.device)
             probe.fit(data.train.x, data.train.y)
@@ -90,6 +93,13 @@ class TensorBoardLogger:
         for split in ("train", "valid"):
             self.writer.add_scalar(f"loss/{split}", getattr(metrics, f"{split}_loss"), step)
             self.writer.add_scalar(f"accuracy/{split}", getattr(metrics, f"{split}_accuracy"), step)
+        if self.every and step % self.every == 0:
+            self.snapshot(model, step)
+        self.writer.flush()  # on disk before last.pt: a resume never misses a logged epoch
+
+    def snapshot(self, model: Classifier, step: int) -> None:
+        """Weight images, histograms, explained examples, mistakes, confusion and PR curve."""
+        self.last_snapshot = step
         self.writer.add_image("weights/model", weight_grid(model), step)
         if isinstance(model, TemplateModel) and model.hparams["distance"] == "l2" and model.n_outputs == 1:
             weights, bias = model.linear_equivalent()
@@ -100,9 +110,7 @@ class TensorBoardLogger:
             if values.isfinite().all() and values.abs().max() < 1e15:  # TensorBoard's binning overflows beyond
                 self.writer.add_histogram(f"params/{name}", values, step)
         self.log_predictions(model, step)
-        if self.mistakes_every and step % self.mistakes_every == 0:
-            self.log_mistakes(model, step)
-        self.writer.flush()
+        self.log_mistakes(model, step)
 
     def log_predictions(self, model: Classifier, step: int) -> None:
         x, y = self.data.valid.x, self.data.valid.y
@@ -115,9 +123,8 @@ class TensorBoardLogger:
             explanations = explain(model, x[self.examples])
             truths = [model.digits[int(k)] for k in y[self.examples]]
             # The numbers go into the explain/numbers table (row # = card #): drawing them costs more.
-            cards = [render(e, scale=3, title=f"#{i}: a {t}", numbers=False)
-                     for i, (e, t) in enumerate(zip(explanations, truths))]
-            self.writer.add_image("explain/examples", card_grid(cards, columns=2), step)
+            sheet = render_sheet(explanations, [f"#{i}: a {t}" for i, t in enumerate(truths)])
+            self.writer.add_image("explain/examples", as_tensor(sheet), step)
             self.writer.add_text("explain/numbers", numbers_table(explanations, truths), step)
 
     def log_mistakes(self, model: Classifier, step: int) -> None:
@@ -127,9 +134,10 @@ class TensorBoardLogger:
             self.writer.add_image("mistakes/valid", grid, step)
 
     def finish(self, model: Classifier, epoch: int) -> None:
-        """The end of a run: its mistakes, if the last epoch did not log them already."""
-        if epoch and not (self.mistakes_every and epoch % self.mistakes_every == 0):
-            self.log_mistakes(model, epoch)
+        """The end of a run: a snapshot of the final model, unless its last epoch took one already."""
+        if epoch and self.last_snapshot != epoch:
+            self.snapshot(model, epoch)
+            self.writer.flush()
 
     def close(self) -> None:
         self.writer.close()

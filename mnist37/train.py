@@ -14,6 +14,7 @@ Each run writes into its own folder (outputs/runs/<time>/, or outputs/multirun/<
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -131,8 +132,11 @@ def build(node: DictConfig, **kwargs):
         raise
 
 
-def run(cfg: DictConfig, run_dir: str | Path) -> dict:
-    """Train as `cfg` says, writing metrics.json, last.pt, model.pt and TensorBoard events into `run_dir`."""
+def run(cfg: DictConfig, run_dir: str | Path, choices: dict | None = None) -> dict:
+    """Train as `cfg` says, writing metrics.json, last.pt, model.pt and TensorBoard events into `run_dir`.
+
+    `choices`: config groups picked beyond model/optimizer/data/device (e.g. {"why_weights":
+    "template_l1"}), logged with the settings so that each run of a sweep can be told apart."""
     import torch
 
     from mnist37.checkpoints import LAST_NAME, resume_training, save_checkpoint, save_training
@@ -183,8 +187,10 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
     def write_metrics(metrics: dict) -> None:
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
 
+    config_yaml = OmegaConf.to_yaml(cfg)  # once: last.pt is rewritten every epoch
+
     def save_last() -> None:
-        save_training(run_dir / LAST_NAME, model, optimizer, state, OmegaConf.to_yaml(cfg))
+        save_training(run_dir / LAST_NAME, model, optimizer, state, config_yaml)
 
     logger = None
     if cfg.tensorboard:
@@ -193,8 +199,8 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
         # On resume, purge_step drops any points a killed run logged after its last saved epoch.
         logger = TensorBoardLogger(run_dir, data, purge_step=state.epoch + 1 if state.epoch else None,
                                    examples_per_digit=cfg.inspect.examples_per_digit,
-                                   mistakes_every=cfg.inspect.mistakes_every,
-                                   hparams=hparams_of(cfg, model, data, is_template))
+                                   every=cfg.inspect.every,
+                                   hparams=hparams_of(cfg, model, data, is_template, choices))
 
     def end_of_epoch(metrics, model) -> None:
         if logger is not None:
@@ -231,7 +237,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
         raise SystemExit(128 + stop.signal)
 
     metrics = metrics_for("completed")
-    save_checkpoint(run_dir / "model.pt", model, metrics=metrics, config=OmegaConf.to_yaml(cfg))
+    save_checkpoint(run_dir / "model.pt", model, metrics=metrics, config=config_yaml)
     write_metrics(metrics)
     if state.history:
         log.info(
@@ -246,16 +252,47 @@ def optimizer_name(cfg: DictConfig) -> str:
     return cfg.optimizer._target_.rsplit(".", 1)[-1]
 
 
-def hparams_of(cfg: DictConfig, model, data, is_template: bool) -> dict:
-    """The settings that tell runs apart, flat and plain, for TensorBoard's HParams dashboard."""
-    settings = {"model": type(model).__name__, **{f"model.{k}": v for k, v in model.hparams.items()},
-                "digits": ",".join(map(str, data.digits)), "data": data.source, "seed": cfg.seed}
-    if not is_template:
-        optimizer = OmegaConf.to_container(cfg.optimizer)
-        settings |= {"optimizer": optimizer_name(cfg),
-                     **{f"optimizer.{k}": v for k, v in optimizer.items() if not k.startswith("_")},
-                     "trainer.epochs": cfg.trainer.epochs, "trainer.batch_size": cfg.trainer.batch_size}
+NOT_APPLICABLE = "-"  # an HParams value for a key that this run's model or optimizer does not have
+
+
+@functools.cache
+def option_keys(group: str) -> tuple[str, ...]:
+    """Every key that some option of a config group sets, e.g. ("bias", "distance", "hidden", "init_std")."""
+    keys = set()
+    for option in Path(config_dir(), group).glob("*.yaml"):
+        keys |= {k for k in OmegaConf.load(option) if not str(k).startswith("_")}
+    return tuple(sorted(keys))
+
+
+def hparams_of(cfg: DictConfig, model, data, is_template: bool, choices: dict | None = None) -> dict:
+    """The settings that tell runs apart, flat and plain, for TensorBoard's HParams dashboard.
+
+    Every run logs the same keys: the dashboard takes its columns from one run, so a key that only
+    some runs had (model.hidden in a linear-vs-MLP sweep) would be missing for the others. A key that
+    doesn't apply is "-". `choices`: config groups picked beyond model/optimizer/data/device, e.g.
+    {"why_weights": "template_l1"}, which tell apart runs whose other settings agree.
+    """
+    optimizer = {} if is_template else OmegaConf.to_container(cfg.optimizer)
+    settings = {
+        "model": type(model).__name__,
+        **{f"model.{k}": model.hparams.get(k, NOT_APPLICABLE) for k in option_keys("model")},
+        **{f"model.{k}": v for k, v in model.hparams.items()},
+        "optimizer": NOT_APPLICABLE if is_template else optimizer_name(cfg),
+        **{f"optimizer.{k}": optimizer.get(k, NOT_APPLICABLE) for k in option_keys("optimizer")},
+        **{f"optimizer.{k}": v for k, v in optimizer.items() if not k.startswith("_")},
+        "trainer.epochs": NOT_APPLICABLE if is_template else cfg.trainer.epochs,
+        "trainer.batch_size": NOT_APPLICABLE if is_template else cfg.trainer.batch_size,
+        "digits": ",".join(map(str, data.digits)), "data": data.source, "seed": cfg.seed,
+        **{group: NOT_APPLICABLE if choice is None else choice for group, choice in (choices or {}).items()},
+    }
     return {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in settings.items()}
+
+
+def extra_choices(hydra_cfg) -> dict:
+    """The config groups a run picked besides the ones its settings already show, e.g. why_weights."""
+    shown = {"model", "optimizer", "data", "device"}
+    return {group: choice for group, choice in hydra_cfg.runtime.choices.items()
+            if group not in shown and not group.startswith("hydra/")}
 
 
 def threads_per_job(hydra_cfg) -> int | None:
@@ -277,7 +314,7 @@ def main(cfg: DictConfig) -> float | None:
         cfg.trainer.threads = threads_per_job(hydra_cfg)
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        return run(cfg, run_dir)["valid_accuracy"]
+        return run(cfg, run_dir, extra_choices(hydra_cfg))["valid_accuracy"]
     except Exception as error:  # noqa: BLE001 - in a sweep, one job's failure must not end the others
         if not isinstance(error, BadInputError) and not sweeping:
             raise  # a bug in a single run: the whole traceback helps

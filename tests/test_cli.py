@@ -89,9 +89,10 @@ def test_tensorboard_has_curves_weight_images_and_histograms(finished_run):
     for tag in ("loss/train", "loss/valid", "accuracy/train", "accuracy/valid"):
         assert [e.step for e in events.Scalars(tag)] == [1, 2, 3]
     assert events.Scalars("accuracy/valid")[-1].value == pytest.approx(metrics["valid_accuracy"])
-    images = events.Images("weights/model")
-    assert len(images) == 3 and images[0].width == 28 and images[0].height == 28
+    images = events.Images("weights/model")  # a snapshot at the end: inspect.every (20) is past 3 epochs
+    assert [e.step for e in images] == [3] and images[0].width == 28 and images[0].height == 28
     assert {"params/weights", "params/bias"} <= set(tags["histograms"])
+    assert [e.step for e in events.Histograms("params/weights")] == [3]
 
 
 def test_weight_image_shows_sign():

@@ -108,15 +108,18 @@ def test_tensorboard_has_every_inspection_view(tmp_path, data_root):
     from mnist37.train import run
     from test_cli import make_config
 
-    cfg = make_config("data=embedded", f"data.root={data_root}", "trainer.epochs=3", "device=cpu",
-                      "inspect.mistakes_every=2")
+    cfg = make_config("data=embedded", f"data.root={data_root}", "trainer.epochs=5", "device=cpu", "inspect.every=2")
     run(cfg, tmp_path)
-    events = EventAccumulator(str(tmp_path), size_guidance={"images": 0, "tensors": 0})
+    events = EventAccumulator(str(tmp_path), size_guidance={"images": 0, "tensors": 0, "histograms": 0})
     events.Reload()
-    assert [e.step for e in events.Images("explain/examples")] == [1, 2, 3]
+    assert [e.step for e in events.Scalars("loss/valid")] == [1, 2, 3, 4, 5]  # curves: every epoch
+    snapshots = [2, 4, 5]  # every 2 epochs, and the end
+    assert [e.step for e in events.Images("explain/examples")] == snapshots
+    assert [e.step for e in events.Images("weights/model")] == snapshots
+    assert [e.step for e in events.Histograms("params/weights")] == snapshots
     assert {"pr_curve/valid", "confusion/valid/text_summary", "explain/numbers/text_summary"} <= set(events.Tags()["tensors"])
-    assert [e.step for e in events.Tensors("pr_curve/valid")] == [1, 2, 3]
-    assert [e.step for e in events.Scalars("mistakes/count")] == [2, 3]  # every 2 epochs, and at the end
+    assert [e.step for e in events.Tensors("pr_curve/valid")] == snapshots
+    assert [e.step for e in events.Scalars("mistakes/count")] == snapshots
 
     from mnist37.data import load_embedded
 

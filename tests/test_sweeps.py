@@ -4,6 +4,7 @@ import json
 
 import pytest
 import yaml
+from hydra.utils import instantiate
 
 from conftest import run_cli
 from mnist37.report import find_jobs, main as report_main, make_rows
@@ -88,12 +89,13 @@ def test_seeds_are_grouped_and_every_report_format_works(tmp_path, data_root, ca
     assert all(row["valid_accuracy_std"] is not None for row in json.loads(capsys.readouterr().out))
 
 
-def test_every_job_has_hparams_in_its_own_run(tmp_path, data_root):
+def test_every_job_has_the_same_hparams_in_its_own_run(tmp_path, data_root):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
 
-    result = run_cli("-m", *SMALL, f"data.root={data_root}", "model=linear,mlp", cwd=tmp_path)
+    result = run_cli("-m", *SMALL, f"data.root={data_root}", "model=linear,mlp,template", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+    logged = {}
     for job in job_dirs(sweep_dir(tmp_path)):
         assert [p for p in job.rglob("events.out.tfevents.*") if p.parent != job] == []  # nothing nested
         events = EventAccumulator(str(job))
@@ -101,12 +103,34 @@ def test_every_job_has_hparams_in_its_own_run(tmp_path, data_root):
         content = events.PluginTagToContent("hparams")
         assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(content)
         start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
-        hparams = {k: v.string_value or v.number_value for k, v in start.session_start_info.hparams.items()}
-        model = json.loads((job / "metrics.json").read_text())["model"]
-        assert hparams["model"] == model and hparams["optimizer"] == "SGD"
+        hparams = {k: v.string_value or v.number_value or v.bool_value for k, v in start.session_start_info.hparams.items()}
+        logged[json.loads((job / "metrics.json").read_text())["model"]] = hparams
         experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"])
+        assert {h.name for h in experiment.experiment.hparam_infos} == set(hparams)  # the dashboard's columns
         metric_tags = {m.name.tag for m in experiment.experiment.metric_infos}
         assert metric_tags == {"accuracy/valid", "loss/valid"} <= set(events.Tags()["scalars"])
+    linear, mlp, template = logged["LinearModel"], logged["MLP"], logged["TemplateModel"]
+    assert set(linear) == set(mlp) == set(template)  # one key set: every row has every column
+    assert {"model.hidden", "model.distance", "model.bias", "optimizer.lr", "optimizer.weight_decay"} <= set(linear)
+    assert (linear["model"], mlp["model.hidden"], template["model.distance"]) == ("LinearModel", 30, "l1")
+    assert (linear["model.hidden"], mlp["model.distance"], template["optimizer"]) == ("-", "-", "-")
+    assert mlp["optimizer"] == "SGD" and mlp["optimizer.lr"] == 0.25
+
+
+def test_hparams_name_the_preset_contender(data_root):
+    from mnist37.data import load_embedded
+    from mnist37.train import hparams_of
+    from test_cli import make_config
+
+    data = load_embedded(data_root, (3, 7))
+    rows = {}
+    for contender in ("template_l1", "template_l2"):
+        cfg = make_config(f"+why_weights={contender}", "data=embedded")
+        model = instantiate(cfg.model, digits=data.digits)
+        rows[contender] = hparams_of(cfg, model, data, is_template=True, choices={"why_weights": contender})
+    l1, l2 = rows["template_l1"], rows["template_l2"]
+    assert set(l1) == set(l2) and (l1["why_weights"], l2["why_weights"]) == ("template_l1", "template_l2")
+    assert (l1["model.distance"], l2["model.distance"]) == ("l1", "l2")
 
 
 def test_a_failing_job_keeps_the_others(tmp_path, data_root, capsys):
