@@ -1,14 +1,17 @@
-"""mnist37-predict on pictures the test draws itself: MNIST-like, RGB, large, dark-on-light, broken."""
+"""mnist37-predict on pictures the test draws itself: MNIST-like, RGB, large, dark-on-light, photos
+of real digits on uneven noisy paper, broken files; and which checkpoint it picks."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
+from conftest import photo_of
 from mnist37 import save_checkpoint
 from mnist37.models import LinearModel, MLP
-from mnist37.predict import main, newest_checkpoint, read_image, to_mnist
+from mnist37.predict import best_checkpoint, main, read_image, to_mnist
 from mnist37.training import train
 
 
@@ -43,21 +46,63 @@ def pictures(tmp_path_factory, digits37):
     return {path: digit for path, (_, digit) in files.items()}
 
 
-def test_mnist_image_survives_preprocessing(digits37):
-    """An MNIST digit is already 20x20-fitted and centred: preprocessing keeps it nearly as it is."""
+def test_an_mnist_image_goes_through_unchanged(digits37):
     three = digits37.valid.x[0].reshape(28, 28)
     again = to_mnist(as_picture(three, 28))
-    assert again.shape == (28, 28) and 0 <= again.min() and again.max() <= 1
-    assert (again - three).abs().mean() < 0.08
+    assert torch.equal(again, (three * 255).byte().float() / 255)  # only the PNG's 8 bits
+
+
+def test_enlarged_mnist_images_come_back_nearly_as_they_were(digits37, checkpoint):
+    """Blown up tenfold and read back: the same digits, and nearly the same pixels (MNIST's own
+    20x20 fit was of the digit before anti-aliasing, so a refit differs a little at the edges)."""
+    from mnist37.checkpoints import load_model
+
+    x, y = digits37.valid.x, digits37.valid.y
+    again = torch.stack([to_mnist(as_picture(image.reshape(28, 28), 280)) for image in x])
+    assert again.shape == (len(x), 28, 28) and 0 <= again.min() and again.max() <= 1
+    assert (again.reshape(len(x), -1) - x).abs().mean() < 0.1
+    model = load_model(checkpoint)
+    clean, enlarged = ((model.classes(model(images)) == y).float().mean() for images in (x, again))
+    assert enlarged >= clean - 0.02  # at most 4 of the 200 images
+
+
+@pytest.mark.parametrize("model_class", [LinearModel, MLP])
+def test_photos_of_digits_on_paper_are_read_as_well_as_clean_digits(model_class, digits37):
+    """Every valid-split digit as a photo: dark ink on uneven, noisy, off-white paper, 150-500 px,
+    blurred, JPEG. Accuracy must stay within 3 points of the same model on the clean images."""
+    import numpy as np
+
+    torch.manual_seed(0)
+    model = model_class(digits37.digits)
+    train(model, digits37, torch.optim.SGD(model.parameters(), lr=0.25), epochs=20, progress=False)
+    x, y = digits37.valid.x, digits37.valid.y
+    rng = np.random.default_rng(0)
+    photos = torch.stack([to_mnist(photo_of(image.reshape(28, 28), rng)) for image in x])
+    with torch.no_grad():
+        clean = (model.classes(model(x)) == y).float().mean().item()
+        photographed = (model.classes(model(photos)) == y).float().mean().item()
+    assert clean > 0.95 and photographed >= clean - 0.03, (clean, photographed)
+
+
+def test_uneven_light_and_noise_never_become_the_digit(digits37):
+    """The ink's bounding box is the digit's, not the sheet's: the digit fills 20 px of the 28."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    for image in digits37.valid.x[:20]:
+        digit = to_mnist(photo_of(image.reshape(28, 28), rng))
+        assert (digit[:2] < 0.05).all() and (digit[-2:] < 0.05).all()  # black margins, as in MNIST
+        rows, cols = torch.nonzero(digit > 0.3, as_tuple=True)
+        assert 17 <= max(rows.max() - rows.min(), cols.max() - cols.min()) + 1 <= 21
 
 
 def test_any_size_and_polarity_becomes_the_same_digit(pictures):
     small = read_image(next(p for p in pictures if p.name == "three.png"))
     large = read_image(next(p for p in pictures if p.name == "three_large.jpg"))
-    assert (small - large).abs().mean() < 0.05
+    assert (small - large).abs().mean() < 0.1
     paper = read_image(next(p for p in pictures if p.name == "seven_paper.png"))
     screen = read_image(next(p for p in pictures if p.name == "seven_rgb.png"))
-    assert (paper - screen).abs().mean() < 0.05
+    assert (paper - screen).abs().mean() < 0.1
 
 
 def test_fitted_into_20x20_and_centred():
@@ -94,23 +139,41 @@ def test_predict_json(pictures, checkpoint, capsys):
         assert sum(prediction["probabilities"].values()) == pytest.approx(1, abs=1e-3)
 
 
-def test_default_checkpoint_is_the_newest_under_outputs(tmp_path, monkeypatch):
-    import os
-
-    older, newer = tmp_path / "outputs" / "runs" / "a", tmp_path / "outputs" / "multirun" / "b" / "0_x"
-    for folder in (older, newer):
+def test_default_checkpoint_is_the_best_completed_run_for_the_digits(tmp_path, monkeypatch, pictures, capsys):
+    outputs = tmp_path / "outputs"
+    runs = {  # name: (status, valid accuracy, digits)
+        "runs/good": ("completed", 0.95, [3, 7]),
+        "multirun/s/0_best": ("completed", 0.975, [3, 7]),
+        "multirun/s/1_newest_worse": ("completed", 0.90, [3, 7]),
+        "multirun/s/2_interrupted": ("interrupted", 0.99, [3, 7]),
+        "multirun/s/3_nan": ("completed", float("nan"), [3, 7]),
+        "multirun/t/0_other_digits": ("completed", 0.999, [1, 8]),
+    }
+    for name, (status, accuracy, digits) in runs.items():
+        folder = outputs / name
         folder.mkdir(parents=True)
-    save_checkpoint(older / "model.pt", LinearModel())
-    save_checkpoint(newer / "model.pt", MLP())
-    os.utime(older / "model.pt", (1, 1))
+        save_checkpoint(folder / "model.pt", LinearModel(digits))
+        (folder / "metrics.json").write_text(json.dumps({"status": status, "valid_accuracy": accuracy, "digits": digits}))
+    (outputs / "runs" / "no_metrics").mkdir()
+    save_checkpoint(outputs / "runs" / "no_metrics" / "model.pt", LinearModel())
     monkeypatch.chdir(tmp_path)
-    assert newest_checkpoint() == newer.relative_to(tmp_path) / "model.pt"
+    best, metrics = best_checkpoint()
+    assert best == Path("outputs/multirun/s/0_best/model.pt") and metrics["valid_accuracy"] == 0.975
+    assert best_checkpoint(digits=(1, 8))[0] == Path("outputs/multirun/t/0_other_digits/model.pt")
+
+    picture = str(next(iter(pictures)))
+    assert main([picture]) == 0
+    assert capsys.readouterr().out.startswith(f"checkpoint: {best} (LinearModel, digits 3,7)\n")
+    assert main(["--json", "--digits", "1,8", picture]) == 0
+    assert json.loads(capsys.readouterr().out)["checkpoint"] == "outputs/multirun/t/0_other_digits/model.pt"
+    assert main(["--digits", "2,5", picture]) == 2
+    assert "no completed run for digits 2,5 under outputs/ (its runs are for 1,8 or 3,7)" in capsys.readouterr().err
 
 
 def test_no_checkpoint_is_a_clear_error(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["x.png"]) == 2
-    assert "no checkpoint found under outputs/" in capsys.readouterr().err
+    assert "no completed run found under outputs/" in capsys.readouterr().err
 
 
 def test_multi_digit_checkpoint_predicts_all_digits(tmp_path, data_root):
