@@ -18,6 +18,7 @@ import functools
 import json
 import logging
 import os
+import shlex
 import signal
 import sys
 import tempfile
@@ -47,15 +48,35 @@ def config_dir() -> str:
     return str(shipped if (shipped / "train.yaml").is_file() else here.parent / "configs")
 
 
+AUTO = "auto"  # trainer.resume=auto: continue the run in this folder if there is one (for whole sweeps)
+
+
 def run_dir_for(resume: str | None, new_dir: str) -> str:
-    """hydra.run.dir: a resumed run continues in its own folder; any other run gets `new_dir`."""
-    if resume is None:
+    """hydra.run.dir: a run resumed from a path continues in its own folder; any other gets `new_dir`."""
+    if resume is None or resume == AUTO:
         return new_dir
     path = Path(resume).expanduser()
     return str(path if path.is_dir() else path.parent)
 
 
+def completed_metrics(run_dir: str | Path) -> dict | None:
+    """The metrics of the completed run that `run_dir` holds, or None."""
+    try:
+        metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    done = isinstance(metrics, dict) and metrics.get("status") == "completed" and (Path(run_dir) / "model.pt").is_file()
+    return metrics if done else None
+
+
+def hydra_output_subdir(resume: str | None, output_dir: str) -> str | None:
+    """hydra.output_subdir: none for a job that trainer.resume=auto will skip, so that Hydra does not
+    rewrite the finished run's .hydra/ files."""
+    return None if resume == AUTO and completed_metrics(output_dir) else ".hydra"
+
+
 OmegaConf.register_new_resolver("mnist37.run_dir", run_dir_for, replace=True)
+OmegaConf.register_new_resolver("mnist37.output_subdir", hydra_output_subdir, replace=True)
 register_schema()
 
 
@@ -71,11 +92,18 @@ class PreflightChecks(Callback):
         folder = Path(config.hydra.run.dir)
         if config.trainer.resume is None and any((folder / name).exists() for name in RUN_FILES):
             fail(f"{folder} already holds a run: refusing to overwrite it; choose another hydra.run.dir, "
-                 f"or continue that run with trainer.resume={folder}")
+                 f"or continue that run with trainer.resume=auto")
         check_writable(folder)
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        check_writable(Path(config.hydra.sweep.dir))
+        folder = Path(config.hydra.sweep.dir)
+        if config.trainer.resume != AUTO:
+            runs = [job for job in folder.glob("*") if any((job / name).exists() for name in RUN_FILES)]
+            if runs:
+                fail(f"{folder} already holds {len(runs)} job(s) of a sweep: refusing to overwrite them; "
+                     "add trainer.resume=auto to continue that sweep (completed jobs are skipped), "
+                     "or choose another hydra.sweep.dir")
+        check_writable(folder)
 
 
 def check_writable(folder: Path) -> None:
@@ -133,18 +161,32 @@ def build(node: DictConfig, **kwargs):
 
 
 def run(cfg: DictConfig, run_dir: str | Path, choices: dict | None = None) -> dict:
-    """Train as `cfg` says, writing metrics.json, last.pt, model.pt and TensorBoard events into `run_dir`.
+    """Train as `cfg` says, writing metrics.json, last.pt, model.pt and TensorBoard events into
+    `run_dir`; returns the metrics. Ctrl-C, SIGTERM or SIGUSR2 stop it after the current step, saved
+    ("status": "interrupted"), from the moment it starts: a signal during set-up stops it before
+    the first step.
 
     `choices`: config groups picked beyond model/optimizer/data/device (e.g. {"why_weights":
     "template_l1"}), logged with the settings so that each run of a sweep can be told apart."""
+    with StopRequest() as stop:
+        return run_until_stopped(cfg, Path(run_dir), choices, stop)
+
+
+def run_until_stopped(cfg: DictConfig, run_dir: Path, choices: dict | None, stop: StopRequest) -> dict:
     import torch
 
     from mnist37.checkpoints import LAST_NAME, resume_training, save_checkpoint, save_training
     from mnist37.models import TemplateModel
     from mnist37.training import DivergedError, TrainState, fit_template, resolve_device, samples_per_second, train
 
-    run_dir = Path(run_dir)
     validate(cfg)
+    resume = cfg.trainer.resume
+    if resume == AUTO:
+        done = completed_metrics(run_dir)
+        if done is not None:  # said on stderr, not logged: the finished run's train.log stays as it is
+            print(f"mnist37-train: {run_dir} holds a completed run: skipped (trainer.resume=auto)", file=sys.stderr)
+            return done
+        resume = run_dir if (run_dir / LAST_NAME).is_file() else None
     device = resolve_device(cfg.device.type)  # before any work: a bad device fails at once
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
@@ -155,11 +197,11 @@ def run(cfg: DictConfig, run_dir: str | Path, choices: dict | None = None) -> di
     is_template = isinstance(model, TemplateModel)  # fitted in one pass: no optimizer, no epochs
     optimizer = None if is_template else build(cfg.optimizer)(model.parameters())
     state = TrainState()
-    if cfg.trainer.resume is not None:
+    if resume is not None:
         if is_template:
             raise BadInputError("trainer.resume: a template model is fitted in one pass, there is nothing to resume")
-        state = resume_training(cfg.trainer.resume, model, optimizer)
-        log.info("resuming from %s: %d epochs done, %d steps into the next", cfg.trainer.resume, state.epoch, state.step)
+        state = resume_training(resume, model, optimizer)
+        log.info("resuming from %s: %d epochs done, %d steps into the next", resume, state.epoch, state.step)
     log.info(
         "%s on %s: %s digits %s, %d train / %d valid images",
         type(model).__name__, device, data.source, data.digits, len(data.train), len(data.valid),
@@ -208,17 +250,16 @@ def run(cfg: DictConfig, run_dir: str | Path, choices: dict | None = None) -> di
         save_last()
 
     try:
-        with StopRequest() as stop:
-            if is_template:
-                state.history = fit_template(model, data, on_epoch_end=logger)
-                state.epoch = len(state.history)
-            else:
-                train(
-                    model, data, optimizer,
-                    epochs=cfg.trainer.epochs, batch_size=cfg.trainer.batch_size, seed=cfg.seed,
-                    on_epoch_end=end_of_epoch, progress=cfg.trainer.progress, bf16=cfg.trainer.bf16,
-                    state=state, stop=stop,
-                )
+        if is_template:
+            state.history = fit_template(model, data, on_epoch_end=logger)
+            state.epoch = len(state.history)
+        else:
+            train(
+                model, data, optimizer,
+                epochs=cfg.trainer.epochs, batch_size=cfg.trainer.batch_size, seed=cfg.seed,
+                on_epoch_end=end_of_epoch, progress=cfg.trainer.progress, bf16=cfg.trainer.bf16,
+                state=state, stop=stop,
+            )
         if logger is not None and not state.stopped:
             logger.finish(model, state.epoch)
     except DivergedError as error:
@@ -230,11 +271,10 @@ def run(cfg: DictConfig, run_dir: str | Path, choices: dict | None = None) -> di
 
     if state.stopped:
         save_last()
-        write_metrics(metrics_for("interrupted"))
-        print(f"mnist37-train: {signal.Signals(stop.signal).name} at epoch {state.epoch + 1}, step {state.step}: "
-              f"saved {run_dir / LAST_NAME}; resume with: python -m mnist37.train trainer.resume={run_dir}  "
-              "(plus this run's overrides)", file=sys.stderr)
-        raise SystemExit(128 + stop.signal)
+        metrics = metrics_for("interrupted", signal=signal.Signals(stop.signal).name)
+        write_metrics(metrics)
+        log.info("%s at epoch %d, step %d: saved %s", metrics["signal"], state.epoch + 1, state.step, run_dir / LAST_NAME)
+        return metrics
 
     metrics = metrics_for("completed")
     save_checkpoint(run_dir / "model.pt", model, metrics=metrics, config=config_yaml)
@@ -296,13 +336,37 @@ def extra_choices(hydra_cfg) -> dict:
 
 
 def threads_per_job(hydra_cfg) -> int | None:
-    """CPU threads for one job of a parallel sweep: the cores shared by the launcher's n_jobs."""
+    """CPU threads for one job: the CPUs SLURM gave it, or for a parallel sweep on one machine the
+    cores shared by the launcher's n_jobs; None (torch's default) otherwise."""
+    if os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():
+        return max(1, int(os.environ["SLURM_CPUS_PER_TASK"]))
     n_jobs = OmegaConf.select(hydra_cfg, "launcher.n_jobs")
     if hydra_cfg.mode != RunMode.MULTIRUN or not n_jobs:
         return None
     cores = os.cpu_count() or 1
     parallel = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)  # joblib: -1 means every core
     return max(1, cores // parallel)
+
+
+def resume_command(overrides: list[str], run_dir: Path) -> str:
+    """The command that continues the run in `run_dir`, ready to paste into a shell: the path is
+    quoted for Hydra's override parser (job folders hold `=` and `,`) and then for the shell."""
+    path = str(run_dir).replace("\\", "\\\\").replace('"', '\\"')
+    kept = [o for o in overrides if not o.lstrip("+~").startswith("trainer.resume=")]
+    return " ".join(["python -m mnist37.train", *map(shlex.quote, kept), shlex.quote(f'trainer.resume="{path}"')])
+
+
+def interrupted(metrics: dict, hydra_cfg, run_dir: Path) -> float:
+    """A run stopped by a signal, saved: say how to continue it. A job of a sweep returns (NaN, so an
+    Optuna trial counts as failed), letting the launcher collect it and the sweep finish; a single
+    run, or a job run by the sweep's own process (the basic launcher), exits with 128 + signal."""
+    print(f"mnist37-train: {metrics['signal']} at epoch {metrics['epochs'] + 1}: saved {run_dir / 'last.pt'}; "
+          f"continue with: {resume_command(list(hydra_cfg.overrides.task), run_dir)}", file=sys.stderr)
+    in_own_process = OmegaConf.select(hydra_cfg, "launcher._target_", default="").endswith(".BasicLauncher")
+    if hydra_cfg.mode == RunMode.MULTIRUN and not in_own_process:
+        print("mnist37-train: or continue the whole sweep: the same sweep command with trainer.resume=auto", file=sys.stderr)
+        return float("nan")
+    raise SystemExit(128 + signal.Signals[metrics["signal"]])
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
@@ -314,7 +378,10 @@ def main(cfg: DictConfig) -> float | None:
         cfg.trainer.threads = threads_per_job(hydra_cfg)
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        return run(cfg, run_dir, extra_choices(hydra_cfg))["valid_accuracy"]
+        metrics = run(cfg, run_dir, extra_choices(hydra_cfg))
+        if metrics["status"] == "interrupted":
+            return interrupted(metrics, hydra_cfg, run_dir)
+        return metrics["valid_accuracy"]
     except Exception as error:  # noqa: BLE001 - in a sweep, one job's failure must not end the others
         if not isinstance(error, BadInputError) and not sweeping:
             raise  # a bug in a single run: the whole traceback helps
@@ -331,4 +398,8 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run the app as `mnist37.train`, not `__main__`: launchers that ship the task to another process
+    # (submitit, joblib) then pickle it by reference, and that process imports this module by name.
+    from mnist37.train import main as app
+
+    app()

@@ -4,6 +4,7 @@ import json
 import os
 import pickle
 import random
+import shlex
 import signal
 import subprocess
 import sys
@@ -85,20 +86,23 @@ def test_sigkill_at_random_steps_then_resume_gives_identical_weights(tmp_path, d
 
 
 @pytest.mark.slow
-def test_ctrl_c_saves_and_says_how_to_resume(tmp_path, data_root, unbroken):
-    run_dir = tmp_path / "run"
-    process = start(tmp_path, data_root, "hydra.run.dir=run")
+def test_ctrl_c_saves_and_prints_a_resume_command_that_pastes(tmp_path, data_root, unbroken):
+    run_dir = tmp_path / "runs" / "3_model=linear,seed=0"  # named like a sweep's job: = and , inside
+    process = start(tmp_path, data_root, f'hydra.run.dir="{run_dir}"')
     wait_for(run_dir / "last.pt", process)
     time.sleep(0.2)
     process.send_signal(signal.SIGINT)
     stderr = process.communicate(timeout=60)[1]
     assert process.returncode == 130
-    assert "SIGINT at epoch" in stderr and f"trainer.resume={run_dir}" in stderr
+    assert "SIGINT at epoch" in stderr
     saved = load_checkpoint(run_dir, name="last.pt")
     assert saved["train_state"]["step"] > 0 or saved["train_state"]["epoch"] > 0
     assert json.loads((run_dir / "metrics.json").read_text())["status"] == "interrupted"
 
-    resumed = run_cli(*RESUMABLE, f"data.root={data_root}", f"trainer.resume={run_dir}", cwd=tmp_path)
+    command = stderr.split("continue with: ", 1)[1].splitlines()[0]
+    assert command.startswith("python -m mnist37.train ")
+    command = shlex.quote(sys.executable) + command[len("python"):]  # this test's Python, as typed in its venv
+    resumed = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     reference = final_weights(unbroken)
     for name, tensor in final_weights(run_dir).items():
