@@ -336,16 +336,21 @@ def extra_choices(hydra_cfg) -> dict:
 
 
 def threads_per_job(hydra_cfg) -> int | None:
-    """CPU threads for one job: the CPUs SLURM gave it, or for a parallel sweep on one machine the
-    cores shared by the launcher's n_jobs; None (torch's default) otherwise."""
+    """CPU threads for one job, so that parallel jobs don't fight over the cores: the CPUs SLURM gave
+    it; in a sweep on this machine, the launcher's cpus_per_task, or the cores shared by the jobs it
+    runs at once (joblib's n_jobs, submitit's array_parallelism); None (torch's default) otherwise."""
     if os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():
         return max(1, int(os.environ["SLURM_CPUS_PER_TASK"]))
-    n_jobs = OmegaConf.select(hydra_cfg, "launcher.n_jobs")
-    if hydra_cfg.mode != RunMode.MULTIRUN or not n_jobs:
+    if hydra_cfg.mode != RunMode.MULTIRUN:
         return None
+    if cpus := OmegaConf.select(hydra_cfg, "launcher.cpus_per_task"):
+        return cpus
     cores = os.cpu_count() or 1
+    n_jobs = OmegaConf.select(hydra_cfg, "launcher.n_jobs") or OmegaConf.select(hydra_cfg, "launcher.array_parallelism")
+    if not n_jobs:
+        return None  # the basic launcher: one job at a time
     parallel = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)  # joblib: -1 means every core
-    return max(1, cores // parallel)
+    return max(1, cores // min(parallel, cores))
 
 
 def resume_command(overrides: list[str], run_dir: Path) -> str:
