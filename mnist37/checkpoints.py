@@ -115,21 +115,45 @@ def save_training(path: str | Path, model: Classifier, optimizer: torch.optim.Op
                            rng=rng_states(), config=config)
 
 
-def resume_training(path: str | Path, model: Classifier, optimizer: torch.optim.Optimizer):
-    """Load the last.pt at `path` (or in that run folder) into `model` and `optimizer`, restore the
-    RNGs, and return the TrainState to continue from. A different model or digits is refused."""
-    from mnist37.training import TrainState
-
+def load_resumable(path: str | Path, model: str, hparams: dict, digits: list, optimizer: str) -> dict:
+    """The last.pt that `path` (a run folder or its last.pt) holds, checked to continue a run of this
+    model (class name and settings), digits and optimizer class; a CheckpointError otherwise."""
+    path = Path(path).expanduser()
+    if path.is_file() and path.name != LAST_NAME:
+        raise CheckpointError(f"trainer.resume={path}: give the run folder or its {LAST_NAME} ({path.name} is not "
+                              "one: a finished model.pt has no optimizer state to continue from)")
+    if not path.exists():
+        raise CheckpointError(f"trainer.resume={path}: no such folder; give the folder of the run to continue")
     saved = load_checkpoint(path, name=LAST_NAME)
-    wanted = (type(model).__name__, dict(model.hparams), list(model.digits))
-    found = (saved["model"], saved["hparams"], saved["digits"])
+    missing = [key for key in ("optimizer", "train_state", "rng", "config") if key not in saved]
+    if missing:
+        raise CheckpointError(f"trainer.resume={path}: the checkpoint has no {', '.join(missing)}: "
+                              f"it is not a {LAST_NAME} that mnist37 wrote")
+    from omegaconf import OmegaConf
+
+    saved_optimizer = str(OmegaConf.select(OmegaConf.create(saved["config"]), "optimizer._target_", default=""))
+    wanted = (model, dict(hparams), list(digits), optimizer)
+    found = (saved["model"], saved["hparams"], saved["digits"], saved_optimizer.rsplit(".", 1)[-1])
     if wanted != found:
         raise CheckpointError(
-            f"trainer.resume={path}: the checkpoint holds {found[0]} {found[1]} for digits {found[2]}, "
-            f"but this run asks for {wanted[0]} {wanted[1]} for digits {wanted[2]}; "
-            "pass the original run's settings again (see its .hydra/overrides.yaml)"
+            f"trainer.resume={path}: the checkpoint holds {found[0]} {found[1]} for digits {found[2]} trained "
+            f"with {found[3]}, but this run asks for {wanted[0]} {wanted[1]} for digits {wanted[2]} with "
+            f"{wanted[3]}; pass the original run's settings again (see its .hydra/overrides.yaml)"
         )
-    model.load_state_dict(saved["state_dict"])
-    optimizer.load_state_dict(saved["optimizer"])
+    return saved
+
+
+def resume_training(path: str | Path, model: Classifier, optimizer: torch.optim.Optimizer):
+    """Load the last.pt at `path` (or in that run folder) into `model` and `optimizer`, restore the
+    RNGs, and return the TrainState to continue from. Another model, digits or optimizer is refused."""
+    from mnist37.training import TrainState
+
+    saved = load_resumable(path, type(model).__name__, model.hparams, list(model.digits), type(optimizer).__name__)
+    try:
+        model.load_state_dict(saved["state_dict"])
+        optimizer.load_state_dict(saved["optimizer"])
+        state = TrainState.from_dict(saved["train_state"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(f"trainer.resume={path}: {LAST_NAME} does not fit this run ({first_line(error)})") from None
     restore_rng_states(saved["rng"])
-    return TrainState.from_dict(saved["train_state"])
+    return state

@@ -7,10 +7,11 @@ refused while the config is composed); the ranges that types can't express are c
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 from mnist37.data import parse_digits
 from mnist37.errors import BadInputError
@@ -58,8 +59,61 @@ def register_schema() -> None:
     ConfigStore.instance().store(name="train_schema", node=TrainSchema)
 
 
+LARGEST = 2**63 - 1  # torch keeps seeds, sizes and counts in int64
+
+
 def is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_whole(value, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= LARGEST
+
+
+# Keys of a group that Hydra reads as instructions rather than settings; `_target_` names the code
+# it calls. They come from YAML files (configs/, or the user's own in hydra.searchpath), never
+# from command-line overrides, which may be typed by anyone a sweep takes its values from.
+META_KEYS = ("_target_", "_partial_", "_args_", "_recursive_", "_convert_")
+SUPPLIED = {"data": set(), "model": {"digits"}, "optimizer": {"params"}}  # passed by the training code
+
+
+def check_overrides(overrides) -> None:
+    """Refuse command-line overrides that would make Hydra call something (a `_target_`, anywhere)."""
+    for override in overrides:
+        if any(key in str(override) for key in META_KEYS):
+            raise BadInputError(
+                f"the override {override!r} is not allowed: {', '.join(META_KEYS)} can't be set from the command "
+                "line (they decide which code runs); put your own model, optimizer or data in a YAML file in "
+                "your config search path (hydra.searchpath) and choose it by name"
+            )
+
+
+def check_group(cfg: DictConfig, group: str) -> None:
+    """Each key of the group is an argument its `_target_` takes, and no value asks Hydra to call
+    something: a misspelled key is named here, not in a traceback from deep inside instantiate."""
+    import inspect
+
+    from hydra.utils import get_object
+
+    node = cfg[group]
+    for key, value in node.items():
+        if isinstance(value, (DictConfig, ListConfig)) and any(k in OmegaConf.to_yaml(value) for k in META_KEYS):
+            raise BadInputError(f"{group}.{key} is not valid: a setting can't hold {', '.join(META_KEYS)}")
+    target = node.get("_target_")
+    if not isinstance(target, str):
+        raise BadInputError(f"{group} has no _target_: choose a {group} option from configs/{group}/")
+    try:
+        parameters = inspect.signature(get_object(target)).parameters
+    except Exception as error:  # noqa: BLE001 - any failure to find it means the same to the user
+        raise BadInputError(f"{group}._target_={target!r} can't be found ({error})") from None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return  # takes any keyword: nothing to check against
+    allowed = sorted(set(parameters) - SUPPLIED[group] - {"self"})
+    for key in node:
+        if key not in allowed and key not in ("_target_", "_partial_"):
+            raise BadInputError(
+                f"{group}.{key} is not a setting of {target}: use one of {', '.join(allowed)}"
+            )
 
 
 def validate(cfg: DictConfig) -> None:
@@ -70,21 +124,27 @@ def validate(cfg: DictConfig) -> None:
             value = OmegaConf.select(cfg, key)
             raise BadInputError(f"{key}={value!r} is not valid: {allowed}")
 
-    check("trainer.epochs", cfg.trainer.epochs >= 0, "use a whole number >= 0")
-    check("trainer.batch_size", cfg.trainer.batch_size >= 1, "use a whole number >= 1")
-    check("trainer.threads", cfg.trainer.threads is None or cfg.trainer.threads >= 1, "use null or a whole number >= 1")
-    check("inspect.examples_per_digit", cfg.inspect.examples_per_digit >= 0, "use a whole number >= 0 (0: none)")
-    check("inspect.every", cfg.inspect.every >= 0, "use a whole number >= 0 (0: only at the end)")
+    check("seed", is_whole(cfg.seed, 0), "use a whole number from 0 to 2**63 - 1")
+    check("trainer.epochs", is_whole(cfg.trainer.epochs, 0), "use a whole number >= 0")
+    check("trainer.batch_size", is_whole(cfg.trainer.batch_size, 1), "use a whole number >= 1")
+    check("trainer.threads", cfg.trainer.threads is None or is_whole(cfg.trainer.threads, 1),
+          "use null or a whole number >= 1")
+    check("inspect.examples_per_digit", is_whole(cfg.inspect.examples_per_digit, 0), "use a whole number >= 0 (0: none)")
+    check("inspect.every", is_whole(cfg.inspect.every, 0), "use a whole number >= 0 (0: only at the end)")
+    check("trainer.resume", cfg.trainer.resume is None or str(cfg.trainer.resume).strip() != "",
+          "give a run folder (or its last.pt), or auto")
     device = cfg.device.type
     check("device.type", device in ("auto", "cpu", "cuda") or device.startswith("cuda:"),
           "use device=auto, device=cpu or device=cuda (or device.type=cuda:N)")
+    for group in ("data", "model", "optimizer"):
+        check_group(cfg, group)
     if "lr" in cfg.optimizer:
-        check("optimizer.lr", is_number(cfg.optimizer.lr) and cfg.optimizer.lr > 0, "use a number > 0, e.g. 0.25")
+        check("optimizer.lr", is_number(cfg.optimizer.lr) and cfg.optimizer.lr > 0, "use a finite number > 0, e.g. 0.25")
     model = cfg.model
     if "hidden" in model:
-        check("model.hidden", isinstance(model.hidden, int) and model.hidden >= 1, "use a whole number >= 1")
+        check("model.hidden", is_whole(model.hidden, 1), "use a whole number >= 1")
     if "init_std" in model:
-        check("model.init_std", is_number(model.init_std) and model.init_std >= 0, "use a number >= 0")
+        check("model.init_std", is_number(model.init_std) and model.init_std >= 0, "use a finite number >= 0")
     if "bias" in model:
         check("model.bias", isinstance(model.bias, bool), "use true or false")
     if "distance" in model:

@@ -74,8 +74,10 @@ def parse_digits(digits) -> tuple[int, ...]:
     if isinstance(digits, str) and digits.strip().lower() == "all":
         return tuple(range(10))
     try:
-        parsed = tuple(int(d) for d in digits)
-    except (TypeError, ValueError):
+        # whole numbers only: int(True) is 1 and int(3.9) is 3, neither is what was asked for
+        parsed = tuple(d for d in digits if isinstance(d, int) and not isinstance(d, bool))
+        parsed = parsed if len(parsed) == len(digits) else ()
+    except TypeError:
         parsed = ()
     if len(parsed) < 2 or len(set(parsed)) != len(parsed) or not all(0 <= d <= 9 for d in parsed):
         raise DataError(

@@ -132,8 +132,8 @@ def parse_digits_option(text: str) -> tuple[int, ...]:
     from mnist37.data import parse_digits
 
     try:
-        return parse_digits(text if text.strip().lower() == "all" else text.split(","))
-    except BadInputError:
+        return parse_digits(text if text.strip().lower() == "all" else [int(d) for d in text.split(",")])
+    except (BadInputError, ValueError):
         raise argparse.ArgumentTypeError(f"{text!r}: give two or more distinct digits in 0-9, e.g. 3,7, or all") from None
 
 

@@ -21,7 +21,6 @@ import os
 import shlex
 import signal
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
@@ -33,12 +32,11 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mnist37.config import register_schema, validate
+from mnist37.config import check_overrides, register_schema, validate
 from mnist37.errors import BadInputError, first_line
+from mnist37.run_folder import SWEEP_FILES, foreign_files, hold, held, holds_run
 
 log = logging.getLogger("mnist37")
-
-RUN_FILES = ("model.pt", "last.pt", "metrics.json")  # a folder holding one of these holds a run
 
 
 def config_dir() -> str:
@@ -81,39 +79,73 @@ register_schema()
 
 
 class PreflightChecks(Callback):
-    """Before Hydra writes anything: the settings are valid, and the output folder is writable and
-    does not hold a run already. A failure is one line on stderr and exit code 1."""
+    """Before Hydra writes anything: no override asks Hydra to call code, the settings are valid, a
+    run to resume is there and fits these settings, and the output folder is writable, holds nothing
+    that is not a run's own, no run unless asked to continue it, and is held by no other process
+    (this one takes it). A failure is one line on stderr and exit code 1, with nothing written."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        try:
-            validate(config)
-        except BadInputError as error:
-            fail(str(error))
-        folder = Path(config.hydra.run.dir)
-        if config.trainer.resume is None and any((folder / name).exists() for name in RUN_FILES):
-            fail(f"{folder} already holds a run: refusing to overwrite it; choose another hydra.run.dir, "
-                 f"or continue that run with trainer.resume=auto")
-        check_writable(folder)
+        one_line(self.check_run, config)
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        folder = Path(config.hydra.sweep.dir)
-        if config.trainer.resume != AUTO:
-            runs = [job for job in folder.glob("*") if any((job / name).exists() for name in RUN_FILES)]
-            if runs:
-                fail(f"{folder} already holds {len(runs)} job(s) of a sweep: refusing to overwrite them; "
-                     "add trainer.resume=auto to continue that sweep (completed jobs are skipped), "
-                     "or choose another hydra.sweep.dir")
-        check_writable(folder)
+        one_line(self.check_sweep, config)
 
-
-def check_writable(folder: Path) -> None:
-    try:
+    @staticmethod
+    def check_run(config: DictConfig) -> None:
+        folder = Path(config.hydra.run.dir)
+        resume = config.trainer.resume
+        check_overrides(config.hydra.overrides.task)
+        validate(config)
+        if resume not in (None, AUTO) or (resume == AUTO and (folder / "last.pt").is_file()):
+            check_resumable(config, folder if resume == AUTO else resume)
+        if resume is None and holds_run(folder):
+            raise BadInputError(f"{folder} already holds a run: refusing to overwrite it; choose another "
+                                "hydra.run.dir, or continue that run with trainer.resume=auto")
+        if foreign := foreign_files(folder):
+            raise BadInputError(f"{folder} holds files that are not a run's ({', '.join(foreign[:3])}"
+                                f"{', ...' if len(foreign) > 3 else ''}): refusing to write into it; "
+                                "choose an empty hydra.run.dir")
         folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
+        hold(folder)  # for as long as this process runs
+
+    @staticmethod
+    def check_sweep(config: DictConfig) -> None:
+        folder = Path(config.hydra.sweep.dir)
+        check_overrides([*config.hydra.overrides.task, *OmegaConf.to_yaml(
+            OmegaConf.select(config, "hydra.sweeper.params") or {}).splitlines()])
+        if config.trainer.resume != AUTO and (runs := [job for job in folder.glob("*") if holds_run(job)]):
+            raise BadInputError(f"{folder} already holds {len(runs)} job(s) of a sweep: refusing to overwrite "
+                                "them; add trainer.resume=auto to continue that sweep (completed jobs are "
+                                "skipped), or choose another hydra.sweep.dir")
+        jobs = {job.name for job in folder.glob("*") if job.is_dir() and not foreign_files(job)}
+        if foreign := [name for name in foreign_files(folder, SWEEP_FILES) if name not in jobs]:
+            raise BadInputError(f"{folder} holds files that are not a sweep's ({', '.join(foreign[:3])}"
+                                f"{', ...' if len(foreign) > 3 else ''}): refusing to write into it; "
+                                "choose an empty hydra.sweep.dir")
+        folder.mkdir(parents=True, exist_ok=True)
+        hold(folder)
+
+
+def one_line(check, config: DictConfig) -> None:
+    """Run a preflight check; a failure is one line on stderr and exit code 1 (Hydra would turn an
+    exception raised in a callback into a warning and go on)."""
+    try:
+        check(config)
+    except BadInputError as error:
+        fail(str(error))
     except OSError as error:
-        fail(f"cannot write the output folder {folder} ({error.strerror or error}): "
-             "set hydra.run.dir (or hydra.sweep.dir) to a writable folder")
+        fail(f"cannot use the output folder {str(error.filename or '')[:200]} ({error.strerror or error}): "
+             "set hydra.run.dir (or hydra.sweep.dir) to a folder that can be written")
+
+
+def check_resumable(cfg: DictConfig, target) -> None:
+    """The run at `target` can be continued with these settings (before Hydra rewrites its config)."""
+    from mnist37.checkpoints import load_resumable
+    from mnist37.data import parse_digits
+
+    hparams = {k: v for k, v in OmegaConf.to_container(cfg.model).items() if not k.startswith("_")}
+    load_resumable(target, cfg.model._target_.rsplit(".", 1)[-1], hparams, list(parse_digits(cfg.data.digits)),
+                   optimizer_name(cfg))
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -149,14 +181,21 @@ class StopRequest:
             signal.signal(sig, handler)
 
 
-def build(node: DictConfig, **kwargs):
-    """hydra.utils.instantiate, except that a bad input raised inside stays a BadInputError (Hydra
-    wraps whatever its target raises in an InstantiationException)."""
+def build(group: str, node: DictConfig, *args, **kwargs):
+    """hydra.utils.instantiate (then called with `args`, for a `_partial_` node such as the optimizer),
+    except that a bad value stays a one-line BadInputError: ours as they are, and the ValueError or
+    TypeError with which a library refuses a value (torch.optim: "Invalid momentum value: -1"),
+    which Hydra would wrap in an InstantiationException."""
     try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as error:
-        if isinstance(error.__cause__, BadInputError):
-            raise error.__cause__ from None
+        made = instantiate(node, **kwargs)
+        return made(*args) if args else made
+    except (InstantiationException, ValueError, TypeError) as error:
+        cause = error.__cause__ if isinstance(error, InstantiationException) else error
+        if isinstance(cause, BadInputError):
+            raise cause from None
+        if isinstance(cause, (ValueError, TypeError)):
+            raise BadInputError(f"{group}: {node._target_} refused its settings ({first_line(cause)}): "
+                                f"check {group}.* (python -m mnist37.train --cfg job shows them)") from None
         raise
 
 
@@ -168,7 +207,7 @@ def run(cfg: DictConfig, run_dir: str | Path, choices: dict | None = None) -> di
 
     `choices`: config groups picked beyond model/optimizer/data/device (e.g. {"why_weights":
     "template_l1"}), logged with the settings so that each run of a sweep can be told apart."""
-    with StopRequest() as stop:
+    with held(Path(run_dir)), StopRequest() as stop:  # one process per run folder
         return run_until_stopped(cfg, Path(run_dir), choices, stop)
 
 
@@ -192,10 +231,10 @@ def run_until_stopped(cfg: DictConfig, run_dir: Path, choices: dict | None, stop
         torch.set_num_threads(cfg.trainer.threads)
     torch.manual_seed(cfg.seed)
 
-    data = build(cfg.data).to(device)
-    model = build(cfg.model, digits=data.digits).to(device)
+    data = build("data", cfg.data).to(device)
+    model = build("model", cfg.model, digits=data.digits).to(device)
     is_template = isinstance(model, TemplateModel)  # fitted in one pass: no optimizer, no epochs
-    optimizer = None if is_template else build(cfg.optimizer)(model.parameters())
+    optimizer = None if is_template else build("optimizer", cfg.optimizer, model.parameters())
     state = TrainState()
     if resume is not None:
         if is_template:

@@ -132,18 +132,25 @@ def run_epoch(model, optimizer, x, targets, batches, precision, stop=None) -> li
     return losses
 
 
-def check_finite(losses: list[torch.Tensor], epoch: int, first_step: int, optimizer) -> None:
-    """Raise DivergedError naming the first step whose loss is not finite (one host sync)."""
+def check_finite(losses: list[torch.Tensor], model: Classifier, epoch: int, first_step: int, optimizer) -> None:
+    """Raise DivergedError naming the first step whose loss is not finite, or saying that the
+    weights are not (a last step can break them with a finite loss); one host sync."""
     if not losses:
         return
     stacked = torch.stack(losses)
+    weights_ok = torch.stack([p.detach().isfinite().all() for p in model.parameters()]).all()
     bad = (~torch.isfinite(stacked)).nonzero()
+    lr = optimizer.param_groups[0]["lr"]
     if len(bad):
         step = int(bad[0])
-        lr = optimizer.param_groups[0]["lr"]
         raise DivergedError(
             f"training diverged: the loss became {stacked[step].item()} at epoch {epoch}, "
             f"step {first_step + step + 1} (lr {lr:g}): lower optimizer.lr"
+        )
+    if not weights_ok:
+        raise DivergedError(
+            f"training diverged: the weights became nan or inf in epoch {epoch}, by step "
+            f"{first_step + len(losses)} (lr {lr:g}): lower optimizer.lr"
         )
 
 
@@ -193,7 +200,7 @@ def train(
         losses = run_epoch(model, optimizer, x, targets, batches[state.step:], precision, stop)
         synchronize(x.device)
         state.seconds += time.perf_counter() - started
-        check_finite(losses, epoch, state.step, optimizer)
+        check_finite(losses, model, epoch, state.step, optimizer)
         state.step += len(losses)
         if state.step < len(batches):
             state.stopped = True
