@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from mnist37.data import parse_digits
 from mnist37.errors import BadInputError, first_line
 from mnist37.models import MODELS, Classifier
 
@@ -71,13 +72,31 @@ def load_checkpoint(path: str | Path, name: str = CHECKPOINT_NAME) -> dict:
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> Classifier:
-    """The trained model saved at `path` (a checkpoint or a run folder), in eval mode on `device`."""
+    """The trained model saved at `path` (a checkpoint or a run folder), in eval mode on `device`.
+
+    The file is trusted for nothing: its settings must be ones the model class takes, and the model
+    is first built on the "meta" device (shapes, no memory), so a crafted `hidden=10**12` costs
+    nothing; the weights then take its place only if every name and shape fits.
+    """
+    import inspect
+
     checkpoint = load_checkpoint(path)
-    model = MODELS[checkpoint["model"]](digits=checkpoint["digits"], **checkpoint["hparams"])
+    name, hparams, digits = checkpoint["model"], checkpoint.get("hparams"), checkpoint.get("digits")
+    model_class = MODELS[name]
+    allowed = set(inspect.signature(model_class).parameters) - {"digits"}
+    if not isinstance(hparams, dict) or set(hparams) - allowed:
+        raise CheckpointError(f"{path}: settings {hparams!r} are not those of a {name} (it takes {', '.join(sorted(allowed))})")
+    if not isinstance(checkpoint.get("state_dict"), dict):
+        raise CheckpointError(f"{path} holds no weights (no state_dict): it is not a complete mnist37 checkpoint")
     try:
-        model.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError as error:
-        raise CheckpointError(f"{path}: weights do not fit a {checkpoint['model']}: {str(error).splitlines()[0]}") from None
+        with torch.device("meta"):
+            model = model_class(digits=parse_digits(digits), **hparams)
+        model.load_state_dict(checkpoint["state_dict"], assign=True)
+    except (BadInputError, TypeError, ValueError, RuntimeError) as error:
+        detail = " ".join(str(error).split())  # load_state_dict spreads its reason over lines
+        raise CheckpointError(f"{path}: the file does not describe a working {name}: {detail[:300]}") from None
+    if any(t.is_meta for t in [*model.parameters(), *model.buffers()]):
+        raise CheckpointError(f"{path}: weights are missing for a {name}")
     return model.to(device).eval()
 
 

@@ -11,10 +11,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 from mnist37.data import parse_digits
-from mnist37.errors import BadInputError
+from mnist37.errors import BadInputError, first_line
 
 
 @dataclass
@@ -116,6 +118,24 @@ def check_group(cfg: DictConfig, group: str) -> None:
             )
 
 
+def build(group: str, node: DictConfig, *args, **kwargs):
+    """hydra.utils.instantiate (then called with `args`, for a `_partial_` node such as the optimizer),
+    except that a bad value stays a one-line BadInputError: ours as they are, and the ValueError or
+    TypeError with which a library refuses a value (torch.optim: "Invalid momentum value: -1"),
+    which Hydra would wrap in an InstantiationException."""
+    try:
+        made = instantiate(node, **kwargs)
+        return made(*args) if args else made
+    except (InstantiationException, ValueError, TypeError) as error:
+        cause = error.__cause__ if isinstance(error, InstantiationException) else error
+        if isinstance(cause, BadInputError):
+            raise cause from None
+        if isinstance(cause, (ValueError, TypeError)):
+            raise BadInputError(f"{group}: {node._target_} refused its settings ({first_line(cause)}): "
+                                f"check {group}.* (python -m mnist37.train --cfg job shows them)") from None
+        raise
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise BadInputError for the first setting out of range."""
 
@@ -140,6 +160,9 @@ def validate(cfg: DictConfig) -> None:
         check_group(cfg, group)
     if "lr" in cfg.optimizer:
         check("optimizer.lr", is_number(cfg.optimizer.lr) and cfg.optimizer.lr > 0, "use a finite number > 0, e.g. 0.25")
+    import torch
+
+    build("optimizer", cfg.optimizer, [torch.zeros(1, requires_grad=True)])  # torch checks the rest itself
     model = cfg.model
     if "hidden" in model:
         check("model.hidden", is_whole(model.hidden, 1), "use a whole number >= 1")

@@ -94,12 +94,17 @@ def data_folder(root: str | Path) -> Path:
     return root
 
 
-def make_split(images: torch.Tensor, labels: torch.Tensor, digits: tuple[int, ...]) -> Split:
-    """Keep the images of `digits`, flatten them to float rows in [0, 1], relabel as class indices."""
+def make_split(images: torch.Tensor, labels: torch.Tensor, digits: tuple[int, ...], name: str) -> Split:
+    """Keep the images of `digits`, flatten them to float rows in [0, 1], relabel as class indices.
+    Every digit must have images: a classifier can't learn or be scored on a digit it never sees."""
     class_of_digit = torch.full((10,), -1, dtype=torch.long)
     class_of_digit[list(digits)] = torch.arange(len(digits))
     classes = class_of_digit[labels.long()]
     keep = classes >= 0
+    counts = torch.bincount(classes[keep], minlength=len(digits))
+    if (absent := [d for d, n in zip(digits, counts.tolist()) if n == 0]):
+        raise DataError(f"the {name} split has no images of digit(s) {', '.join(map(str, absent))}: "
+                        f"choose data.digits among those it holds, or check the data files")
     x = images[keep].reshape(-1, 28 * 28).float().div_(255)
     return Split(x, classes[keep])
 
@@ -152,8 +157,8 @@ def load_mnist(root: str | Path = "data", digits=(3, 7), download: bool = True) 
         if split.targets.max() > 9:
             raise DataError(f"{raw}: a label file holds the label {int(split.targets.max())}, MNIST labels are 0-9")
     return Digits(
-        make_split(train.data, train.targets, digits),
-        make_split(valid.data, valid.targets, digits),
+        make_split(train.data, train.targets, digits, f"train ({raw})"),
+        make_split(valid.data, valid.targets, digits, f"valid ({raw})"),
         digits,
         source="mnist",
     )
@@ -183,6 +188,8 @@ def check_idx(path: Path, ndim: int) -> int:
         )
     if ndim == 3 and dims[1:] != (28, 28):
         raise DataError(f"{path} holds {dims[1]}x{dims[2]} images, expected 28x28")
+    if dims[0] == 0:
+        raise DataError(f"{path} holds no items (its header says 0): replace it with the original file")
     return dims[0]
 
 
@@ -232,8 +239,8 @@ def load_embedded(root: str | Path = "data", digits=(3, 7)) -> Digits:
         rank[of_digit] = torch.arange(int(of_digit.sum()))
     is_train = rank < EMBEDDED_TRAIN_PER_DIGIT
     return Digits(
-        make_split(images[is_train], labels[is_train], digits),
-        make_split(images[~is_train], labels[~is_train], digits),
+        make_split(images[is_train], labels[is_train], digits, "embedded train"),
+        make_split(images[~is_train], labels[~is_train], digits, "embedded valid"),
         digits,
         source="embedded",
     )

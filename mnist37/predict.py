@@ -51,6 +51,12 @@ def gray_pixels(image):
     from PIL import Image, ImageOps
 
     image = ImageOps.exif_transpose(image)
+    if image.mode == "F" or image.mode.startswith("I"):  # 32-bit float or 16/32-bit integer pixels
+        values = np.nan_to_num(np.asarray(image, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        if image.mode == "F" and values.min() >= 0 and values.max() <= 1:
+            return values  # already brightness in [0, 1]
+        full = 65535.0 if image.mode.startswith("I;16") else max(float(values.max()), 1.0)
+        return np.clip(values / full, 0, 1)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         opaque = Image.new("RGBA", image.size, "white")  # transparent means paper
         image = Image.alpha_composite(opaque, image.convert("RGBA"))
@@ -114,18 +120,36 @@ def to_mnist(image, background: str = "auto") -> torch.Tensor:
 
 def read_image(path: Path, background: str = "auto") -> torch.Tensor:
     """The file at `path` as an MNIST-like (28, 28) tensor, or a BadInputError naming the file."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
-            image.load()
-            return to_mnist(image, background)
+        with warnings.catch_warnings():
+            # Pillow only warns below twice its pixel limit: a picture that big is refused all the same.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                return to_mnist(image, background)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise BadInputError(f"{path}: too many pixels to be a picture of a digit (more than "
+                            f"{Image.MAX_IMAGE_PIXELS:,}): scale it down") from None
     except FileNotFoundError:
         raise BadInputError(f"{path}: no such file") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise BadInputError(f"{path}: not a readable image ({error}); give a PNG or JPEG file") from None
     except BadInputError as error:
         raise BadInputError(f"{path}: {error}") from None
+
+
+def explanation_path(folder: Path, stem: str, written: set[Path]) -> Path:
+    """FOLDER/STEM.explain.png, or STEM-2.explain.png, ... when this call wrote that one already
+    (a/x.png and b/x.png into one --explain-dir)."""
+    picture, n = folder / f"{stem}.explain.png", 1
+    while picture in written:
+        n += 1
+        picture = folder / f"{stem}-{n}.explain.png"
+    return picture
 
 
 def parse_digits_option(text: str) -> tuple[int, ...]:
@@ -164,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.json:
         print(f"checkpoint: {checkpoint} ({type(model).__name__}, digits {','.join(map(str, model.digits))})")
 
-    results = []
+    results, written = [], set()
     for path in args.images:
         try:
             image = read_image(path, args.background)
@@ -183,14 +207,21 @@ def main(argv: list[str] | None = None) -> int:
         }
         if args.explain:
             (explanation,) = explain(model, image.reshape(1, -1))
-            picture = (args.explain_dir or path.parent) / f"{path.stem}.explain.png"
-            picture.parent.mkdir(parents=True, exist_ok=True)
-            render(explanation, title=path.name).save(picture)
-            result |= {"explanation": explanation.numbers, "explanation_png": str(picture)}
+            picture = explanation_path(args.explain_dir or path.parent, path.stem, written)
+            result["explanation"] = explanation.numbers
+            try:
+                picture.parent.mkdir(parents=True, exist_ok=True)
+                render(explanation, title=path.name).save(picture)
+                written.add(picture)
+                result["explanation_png"] = str(picture)
+            except OSError as error:
+                reason = "not a folder" if isinstance(error, (FileExistsError, NotADirectoryError)) else error.strerror
+                result["error"] = f"{path}: could not write {picture} ({picture.parent}: {reason or error})"
+                print(f"mnist37-predict: error: {result['error']}", file=sys.stderr)
         results.append(result)
         if not args.json:
             print(f"{path}: {model.digits[best]} (p={float(probabilities[best]):.2f})")
-            if args.explain:
+            if "explanation_png" in result:
                 print(f"  {explanation.summary()}  -> {result['explanation_png']}")
     if args.json:
         print(json.dumps({"checkpoint": str(checkpoint), "predictions": results}, indent=2))

@@ -3,8 +3,10 @@
 PATH is a multirun folder, a single run folder, or `outputs/` as a whole: every job folder under it
 (a folder with a `.hydra/` inside) becomes one row with the overrides that vary between jobs, its
 valid accuracy and loss, epochs, train time and status, best first. Jobs that differ only by seed
-are grouped into one row, mean ± standard deviation. It reads while a sweep is still running (a job
-without metrics is "running") and never trusts a half-written file.
+(and have the same status) are grouped into one row, mean ± standard deviation. It reads while a
+sweep is still running: a job without metrics is "running" while its process holds the folder, and
+"crashed" once no process does. It never trusts a file: a half-written one, something that is not a
+regular file, NaN or an absurd number are reported as what they are, and NaN is never "best".
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ import argparse
 import csv
 import io
 import json
+import math
+import os
+import stat
 import statistics
 import sys
 from dataclasses import dataclass, field
@@ -31,12 +36,22 @@ class Job:
     error: str = ""
 
 
+def read_text(path: Path) -> str | None:
+    """The text of `path` if it is a regular file (a FIFO or a device would block or never end)."""
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            return None
+        return path.read_text(errors="replace")
+    except OSError:
+        return None
+
+
 def read_overrides(folder: Path) -> dict[str, str]:
     """The job's command-line overrides, from Hydra's .hydra/overrides.yaml ("key=value" lines)."""
-    try:
-        lines = (folder / ".hydra" / "overrides.yaml").read_text().splitlines()
-    except OSError:
+    text = read_text(folder / ".hydra" / "overrides.yaml")
+    if text is None:
         return {}
+    lines = text.splitlines()
     overrides = {}
     for line in lines:
         item = line.removeprefix("- ").strip().strip("'\"")
@@ -48,13 +63,20 @@ def read_overrides(folder: Path) -> dict[str, str]:
 
 
 def read_job(folder: Path) -> Job:
+    from mnist37.run_folder import LOCK_NAME, is_held
+
     overrides = read_overrides(folder)
+    # No metrics yet: running while a process holds the folder; crashed once none does (a run that
+    # took its lock and died before writing metrics.json, e.g. killed).
+    unfinished = "crashed" if (folder / LOCK_NAME).exists() and not is_held(folder) else "running"
+    if (folder / "metrics.json").exists() and not (folder / "metrics.json").is_file():
+        return Job(folder, overrides, "failed", error="metrics.json is not a regular file")
     try:
-        metrics = json.loads((folder / "metrics.json").read_text())
-    except (OSError, ValueError):  # not written yet, or caught mid-write
-        return Job(folder, overrides, "running")
+        metrics = json.loads(read_text(folder / "metrics.json") or "")
+    except ValueError:  # not written yet, or caught mid-write
+        return Job(folder, overrides, unfinished)
     if not isinstance(metrics, dict):
-        return Job(folder, overrides, "running")
+        return Job(folder, overrides, unfinished)
     status = str(metrics.get("status", "completed"))
     error = (str(metrics.get("error", "")).splitlines() or [""])[0]
     return Job(folder, overrides, status, metrics, error)
@@ -76,15 +98,20 @@ class Row:
     jobs: list[Job]
 
     def values(self, key: str) -> list[float]:
-        return [float(j.metrics[key]) for j in self.jobs if isinstance(j.metrics.get(key), (int, float))]
+        return [number(j.metrics[key]) for j in self.jobs
+                if isinstance(j.metrics.get(key), (int, float)) and not isinstance(j.metrics.get(key), bool)]
 
     def mean(self, key: str) -> float | None:
         values = self.values(key)
-        return statistics.fmean(values) if values else None
+        if not values:
+            return None
+        if not all(math.isfinite(v) for v in values):  # NaN or inf says more than any average of it
+            return next(v for v in values if math.isnan(v)) if any(map(math.isnan, values)) else max(values, key=abs)
+        return statistics.fmean(values)
 
     def std(self, key: str) -> float | None:
         values = self.values(key)
-        return statistics.stdev(values) if len(values) > 1 else None
+        return statistics.stdev(values) if len(values) > 1 and all(map(math.isfinite, values)) else None
 
     @property
     def status(self) -> str:
@@ -96,19 +123,35 @@ class Row:
         return next((j.error for j in self.jobs if j.error), "")
 
 
+def number(value: int | float) -> float:
+    """`value` as a float; an int too large for one (a 400-digit epochs) becomes inf."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
+def rank(row: Row) -> tuple:
+    """Sort key, best first: completed rows with a finite valid accuracy, by it; then the others (an
+    interrupted run's accuracy is that of an unfinished model) by it; then those without one."""
+    accuracy = row.mean("valid_accuracy")
+    finite = accuracy is not None and math.isfinite(accuracy)
+    return (not finite, row.status != "completed", -accuracy if finite else 0.0)
+
+
 def make_rows(jobs: list[Job]) -> tuple[list[str], list[Row]]:
     """(the override keys that vary, the rows sorted best first)."""
     keys = sorted({k for j in jobs for k in j.overrides})
     varying = [k for k in keys if len({j.overrides.get(k) for j in jobs}) > 1]
     columns = [k for k in varying if k != "seed"]
     groups: dict[tuple, list[Job]] = {}
-    for job in jobs:
-        groups.setdefault(tuple(job.overrides.get(k, "") for k in columns), []).append(job)
+    for job in jobs:  # a completed and an interrupted job are not two samples of one thing
+        groups.setdefault((*(job.overrides.get(k, "") for k in columns), job.status), []).append(job)
     if all(len(group) == 1 for group in groups.values()):  # nothing repeats but the seed: one row a job
         columns = varying
-        groups = {tuple(j.overrides.get(k, "") for k in columns): [j] for j in jobs}
-    rows = [Row(dict(zip(columns, settings)), group) for settings, group in groups.items()]
-    rows.sort(key=lambda r: (r.mean("valid_accuracy") is None, -(r.mean("valid_accuracy") or 0)))
+        groups = {(*(j.overrides.get(k, "") for k in columns), j.status): [j] for j in jobs}
+    rows = [Row(dict(zip(columns, key)), group) for key, group in groups.items()]
+    rows.sort(key=rank)
     return columns, rows
 
 
@@ -116,15 +159,22 @@ def cell(row: Row, key: str) -> str:
     mean, std = row.mean(key), row.std(key)
     if mean is None:
         return "-"
+    if not math.isfinite(mean):
+        return str(mean)  # nan, inf, -inf
     scale, digits = {"valid_accuracy": (100, 2), "valid_loss": (1, 4), "epochs": (1, 0)}.get(key, (1, 2))
     text = f"{mean * scale:.{digits}f}"
     spread = std is not None and key in ("valid_accuracy", "valid_loss")  # seeds vary these; epochs don't
     return text + (f" ± {std * scale:.{digits}f}" if spread else "")
 
 
+def plain(value: float | None) -> float | str | None:
+    """JSON has no NaN or Infinity: those become the strings "nan", "inf", "-inf"."""
+    return str(value) if value is not None and not math.isfinite(value) else value
+
+
 def render(columns: list[str], rows: list[Row], fmt: str) -> str:
     header = ["", *columns, "valid_acc %", "valid_loss", "epochs", "train_s", "jobs", "status"]
-    best = next((r for r in rows if r.mean("valid_accuracy") is not None), None)
+    best = next((r for r in rows if r.status == "completed" and not rank(r)[0]), None)
     table = [
         ["*" if r is best else "", *(r.settings.get(c, "") for c in columns), *(cell(r, k) for k in METRICS),
          str(len(r.jobs)), r.status + (f": {r.error}" if r.error else "")]
@@ -132,11 +182,11 @@ def render(columns: list[str], rows: list[Row], fmt: str) -> str:
     ]
     if fmt == "json":
         return json.dumps([
-            {"best": r is best, **r.settings, **{k: r.mean(k) for k in METRICS},
+            {"best": r is best, **r.settings, **{k: plain(r.mean(k)) for k in METRICS},
              **{f"{k}_std": r.std(k) for k in METRICS if r.std(k) is not None},
              "jobs": [str(j.folder) for j in r.jobs], "status": r.status, "error": r.error}
             for r in rows
-        ], indent=2)
+        ], indent=2, allow_nan=False)
     if fmt == "csv":
         out = io.StringIO()
         csv.writer(out).writerows([["best", *header[1:]], *table])
@@ -163,7 +213,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mnist37-report: error: no runs under {path} (a run folder holds .hydra/overrides.yaml)",
               file=sys.stderr)
         return 2
-    print(render(*make_rows(jobs), args.format))
+    try:
+        print(render(*make_rows(jobs), args.format), flush=True)
+    except BrokenPipeError:  # `mnist37-report | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
     return 0
 
 

@@ -26,13 +26,11 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mnist37.config import check_overrides, register_schema, validate
+from mnist37.config import build, check_overrides, register_schema, validate
 from mnist37.errors import BadInputError, first_line
 from mnist37.run_folder import SWEEP_FILES, foreign_files, hold, held, holds_run
 
@@ -181,24 +179,6 @@ class StopRequest:
             signal.signal(sig, handler)
 
 
-def build(group: str, node: DictConfig, *args, **kwargs):
-    """hydra.utils.instantiate (then called with `args`, for a `_partial_` node such as the optimizer),
-    except that a bad value stays a one-line BadInputError: ours as they are, and the ValueError or
-    TypeError with which a library refuses a value (torch.optim: "Invalid momentum value: -1"),
-    which Hydra would wrap in an InstantiationException."""
-    try:
-        made = instantiate(node, **kwargs)
-        return made(*args) if args else made
-    except (InstantiationException, ValueError, TypeError) as error:
-        cause = error.__cause__ if isinstance(error, InstantiationException) else error
-        if isinstance(cause, BadInputError):
-            raise cause from None
-        if isinstance(cause, (ValueError, TypeError)):
-            raise BadInputError(f"{group}: {node._target_} refused its settings ({first_line(cause)}): "
-                                f"check {group}.* (python -m mnist37.train --cfg job shows them)") from None
-        raise
-
-
 def run(cfg: DictConfig, run_dir: str | Path, choices: dict | None = None) -> dict:
     """Train as `cfg` says, writing metrics.json, last.pt, model.pt and TensorBoard events into
     `run_dir`; returns the metrics. Ctrl-C, SIGTERM or SIGUSR2 stop it after the current step, saved
@@ -207,8 +187,13 @@ def run(cfg: DictConfig, run_dir: str | Path, choices: dict | None = None) -> di
 
     `choices`: config groups picked beyond model/optimizer/data/device (e.g. {"why_weights":
     "template_l1"}), logged with the settings so that each run of a sweep can be told apart."""
-    with held(Path(run_dir)), StopRequest() as stop:  # one process per run folder
-        return run_until_stopped(cfg, Path(run_dir), choices, stop)
+    run_dir = Path(run_dir)
+    if cfg.trainer.resume == AUTO and (done := completed_metrics(run_dir)) is not None:
+        # said on stderr, not logged: the finished run's folder stays exactly as it is
+        print(f"mnist37-train: {run_dir} holds a completed run: skipped (trainer.resume=auto)", file=sys.stderr)
+        return done
+    with held(run_dir), StopRequest() as stop:  # one process per run folder
+        return run_until_stopped(cfg, run_dir, choices, stop)
 
 
 def run_until_stopped(cfg: DictConfig, run_dir: Path, choices: dict | None, stop: StopRequest) -> dict:
@@ -221,10 +206,6 @@ def run_until_stopped(cfg: DictConfig, run_dir: Path, choices: dict | None, stop
     validate(cfg)
     resume = cfg.trainer.resume
     if resume == AUTO:
-        done = completed_metrics(run_dir)
-        if done is not None:  # said on stderr, not logged: the finished run's train.log stays as it is
-            print(f"mnist37-train: {run_dir} holds a completed run: skipped (trainer.resume=auto)", file=sys.stderr)
-            return done
         resume = run_dir if (run_dir / LAST_NAME).is_file() else None
     device = resolve_device(cfg.device.type)  # before any work: a bad device fails at once
     if cfg.trainer.threads:

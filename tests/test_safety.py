@@ -257,7 +257,7 @@ def test_wrong_types_unknown_keys_and_names_fail_while_composing(override, words
 def test_cli_bad_value_fails_before_any_output(tmp_path):
     result = run_cli("optimizer.lr=-1", cwd=tmp_path)
     assert result.returncode == 1
-    assert result.stderr.strip() == "mnist37-train: error: optimizer.lr=-1 is not valid: use a number > 0, e.g. 0.25"
+    assert result.stderr.strip() == "mnist37-train: error: optimizer.lr=-1 is not valid: use a finite number > 0, e.g. 0.25"
     assert not (tmp_path / "outputs").exists()
 
 
@@ -326,7 +326,7 @@ def test_unwritable_output_folder_is_reported_before_training(tmp_path):
     blocker.write_text("")
     result = run_cli("data=embedded", f"hydra.run.dir={blocker}/run", cwd=tmp_path)
     assert result.returncode == 1
-    assert f"cannot write the output folder {blocker}/run" in result.stderr
+    assert f"cannot use the output folder {blocker}/run (Not a directory)" in result.stderr
     assert "LinearModel on" not in result.stdout  # nothing started
 
 

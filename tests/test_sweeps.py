@@ -231,7 +231,7 @@ def test_a_used_sweep_folder_is_refused_and_resume_auto_skips_its_completed_jobs
     assert more.returncode == 0, more.stderr
     assert more.stderr.count("holds a completed run: skipped (trainer.resume=auto)") == 2
     after = snapshot(tmp_path / "sweep")
-    jobs = [p for p in before if p.name != "multirun.yaml"]
+    jobs = [p for p in before if p.parent != tmp_path / "sweep"]  # not multirun.yaml, not the sweep's lock
     assert {p: after[p] for p in jobs} == {p: before[p] for p in jobs}  # the completed jobs: untouched
     completed(tmp_path / "sweep", 3)
 
