@@ -25,14 +25,13 @@ WORKING_SIDE = 160  # px: pictures are shrunk to this first; plenty for a 20 px 
 def best_checkpoint(outputs: Path = Path("outputs"), digits: tuple[int, ...] = (3, 7)) -> tuple[Path, dict]:
     """(model.pt, its metrics.json) of the completed run under `outputs` trained on `digits` with the
     best valid accuracy; the newer one wins a tie."""
+    from mnist37.run_folder import completed_metrics
+
     runs = []
     for checkpoint in outputs.glob("**/model.pt") if outputs.is_dir() else []:
-        try:
-            metrics = json.loads((checkpoint.parent / "metrics.json").read_text())
-        except (OSError, ValueError):
-            continue  # a run without readable metrics can't be ranked
-        accuracy = metrics.get("valid_accuracy") if isinstance(metrics, dict) else None
-        if metrics.get("status") == "completed" and isinstance(accuracy, float) and math.isfinite(accuracy):
+        metrics = completed_metrics(checkpoint.parent)  # a run without readable metrics can't be ranked
+        accuracy = metrics.get("valid_accuracy") if metrics else None
+        if isinstance(accuracy, float) and math.isfinite(accuracy):
             runs.append((checkpoint, metrics))
     if not runs:
         raise BadInputError(f"no completed run found under {outputs}/: train one with `python -m mnist37.train`, "

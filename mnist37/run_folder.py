@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 from fnmatch import fnmatch
 from pathlib import Path
@@ -29,6 +30,17 @@ _held: dict[Path, int] = {}  # folder -> the open lock file of this process
 
 def holds_run(folder: Path) -> bool:
     return any((folder / name).exists() for name in RUN_FILES)
+
+
+def completed_metrics(folder: str | Path) -> dict | None:
+    """The metrics.json of the completed run (one that wrote its model.pt) in `folder`, or None."""
+    folder = Path(folder)
+    try:
+        metrics = json.loads((folder / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    done = isinstance(metrics, dict) and metrics.get("status") == "completed" and (folder / "model.pt").is_file()
+    return metrics if done else None
 
 
 def foreign_files(folder: Path, own=OWN_FILES) -> list[str]:

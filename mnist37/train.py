@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist37.config import build, check_overrides, register_schema, validate
 from mnist37.errors import BadInputError, first_line
-from mnist37.run_folder import SWEEP_FILES, foreign_files, hold, held, holds_run
+from mnist37.run_folder import SWEEP_FILES, completed_metrics, foreign_files, hold, held, holds_run
 
 log = logging.getLogger("mnist37")
 
@@ -53,16 +53,6 @@ def run_dir_for(resume: str | None, new_dir: str) -> str:
         return new_dir
     path = Path(resume).expanduser()
     return str(path if path.is_dir() else path.parent)
-
-
-def completed_metrics(run_dir: str | Path) -> dict | None:
-    """The metrics of the completed run that `run_dir` holds, or None."""
-    try:
-        metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return None
-    done = isinstance(metrics, dict) and metrics.get("status") == "completed" and (Path(run_dir) / "model.pt").is_file()
-    return metrics if done else None
 
 
 def hydra_output_subdir(resume: str | None, output_dir: str) -> str | None:
@@ -99,10 +89,7 @@ class PreflightChecks(Callback):
         if resume is None and holds_run(folder):
             raise BadInputError(f"{folder} already holds a run: refusing to overwrite it; choose another "
                                 "hydra.run.dir, or continue that run with trainer.resume=auto")
-        if foreign := foreign_files(folder):
-            raise BadInputError(f"{folder} holds files that are not a run's ({', '.join(foreign[:3])}"
-                                f"{', ...' if len(foreign) > 3 else ''}): refusing to write into it; "
-                                "choose an empty hydra.run.dir")
+        refuse_foreign(folder, foreign_files(folder), "a run's", "hydra.run.dir")
         folder.mkdir(parents=True, exist_ok=True)
         hold(folder)  # for as long as this process runs
 
@@ -116,12 +103,16 @@ class PreflightChecks(Callback):
                                 "them; add trainer.resume=auto to continue that sweep (completed jobs are "
                                 "skipped), or choose another hydra.sweep.dir")
         jobs = {job.name for job in folder.glob("*") if job.is_dir() and not foreign_files(job)}
-        if foreign := [name for name in foreign_files(folder, SWEEP_FILES) if name not in jobs]:
-            raise BadInputError(f"{folder} holds files that are not a sweep's ({', '.join(foreign[:3])}"
-                                f"{', ...' if len(foreign) > 3 else ''}): refusing to write into it; "
-                                "choose an empty hydra.sweep.dir")
+        refuse_foreign(folder, [name for name in foreign_files(folder, SWEEP_FILES) if name not in jobs],
+                       "a sweep's", "hydra.sweep.dir")
         folder.mkdir(parents=True, exist_ok=True)
         hold(folder)
+
+
+def refuse_foreign(folder: Path, foreign: list[str], whose: str, key: str) -> None:
+    if foreign:
+        raise BadInputError(f"{folder} holds files that are not {whose} ({', '.join(foreign[:3])}"
+                            f"{', ...' if len(foreign) > 3 else ''}): refusing to write into it; choose an empty {key}")
 
 
 def one_line(check, config: DictConfig) -> None:
