@@ -300,3 +300,16 @@ def test_threads_follow_slurm_cpus_per_task(monkeypatch):
     assert sweep() is None  # one job at a time: torch's default
     assert sweep(n_jobs=2) == 4 and sweep(n_jobs=-1) == 1  # joblib
     assert sweep(array_parallelism=256, cpus_per_task=None) == 1 and sweep(cpus_per_task=2) == 2  # submitit
+
+
+def test_optuna_database_storage_continues_a_study(tmp_path, data_root):
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    common = [*SMALL, f"data.root={data_root}", "hparams_search=optuna", f"hydra.sweeper.storage={url}",
+              "hydra.sweeper.study_name=db", "tensorboard=false"]
+    assert run_cli(*common, "hydra.sweeper.n_trials=2", "hydra.sweep.dir=first", cwd=tmp_path).returncode == 0
+    again = run_cli(*common, "hydra.sweeper.n_trials=3", "hydra.sweep.dir=second", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert len(optuna.load_study(study_name="db", storage=url).trials) == 3
+    assert [m.parent.name.split("_")[0] for m in (tmp_path / "second").glob("*/metrics.json")] == ["2"]  # trial 2 only
