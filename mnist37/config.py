@@ -145,8 +145,8 @@ def validate(cfg: DictConfig) -> None:
             raise BadInputError(f"{key}={value!r} is not valid: {allowed}")
 
     check("seed", is_whole(cfg.seed, 0), "use a whole number from 0 to 2**63 - 1")
-    check("trainer.epochs", is_whole(cfg.trainer.epochs, 0), "use a whole number >= 0")
-    check("trainer.batch_size", is_whole(cfg.trainer.batch_size, 1), "use a whole number >= 1")
+    check("trainer.epochs", is_whole(cfg.trainer.epochs, 0), "use a whole number from 0 to 2**63 - 1")
+    check("trainer.batch_size", is_whole(cfg.trainer.batch_size, 1), "use a whole number from 1 to 2**63 - 1")
     check("trainer.threads", cfg.trainer.threads is None or is_whole(cfg.trainer.threads, 1),
           "use null or a whole number >= 1")
     check("inspect.examples_per_digit", is_whole(cfg.inspect.examples_per_digit, 0), "use a whole number >= 0 (0: none)")

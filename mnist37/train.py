@@ -123,7 +123,8 @@ def one_line(check, config: DictConfig) -> None:
     except BadInputError as error:
         fail(str(error))
     except OSError as error:
-        fail(f"cannot use the output folder {str(error.filename or '')[:200]} ({error.strerror or error}): "
+        name = str(error.filename or "")
+        fail(f"cannot use the output folder {name if len(name) <= 80 else name[:77] + '...'} ({error.strerror or error}): "
              "set hydra.run.dir (or hydra.sweep.dir) to a folder that can be written")
 
 
