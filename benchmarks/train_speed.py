@@ -4,7 +4,7 @@
     python benchmarks/train_speed.py --device cuda    # the same on a GPU
 
 Three loops train the same model on the same data with the same settings (SGD, batch 256, 5 epochs):
-  mnist37     mnist37.training.train, as the command line calls it
+  mnist37     mnist37.loop.train, as the command line calls it
   dataloader  the standard way (pytorch/examples mnist): torchvision's MNIST dataset with ToTensor
               and Normalize, read from IDX files, through a DataLoader
   bare        the floor: one on-device tensor, randperm, slice, forward, backward, SGD(foreach=True)
@@ -27,7 +27,7 @@ import torch
 
 from mnist37.data import Digits, Split, load_embedded
 from mnist37.models import MLP, LinearModel
-from mnist37.training import synchronize, train
+from mnist37.loop import synchronize, train
 
 MODELS = {"linear": LinearModel, "mlp": MLP}
 

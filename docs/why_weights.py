@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torchvision.utils import save_image
 
 from mnist37 import LinearModel, load_embedded
-from mnist37.training import train
+from mnist37.loop import train
 from mnist37.models import TemplateModel
 from mnist37.explain import signed_rgb
 

@@ -7,11 +7,11 @@
 
 from mnist37.checkpoints import load_model, save_checkpoint
 from mnist37.data import Digits, Split, load_embedded, load_mnist
-from mnist37.models import MLP, Classifier, LinearModel, TemplateModel
-from mnist37.training import evaluate, resolve_device
+from mnist37.loop import evaluate, resolve_device
+from mnist37.models import CNN, MLP, Classifier, LinearModel, TemplateModel
 
-# The training loop is `mnist37.training.train`: the name `mnist37.train` is the command-line module.
+# The training loop is `mnist37.loop.train`; `mnist37.train` is the command line.
 __all__ = [
-    "Classifier", "Digits", "LinearModel", "MLP", "Split", "TemplateModel", "evaluate", "load_embedded",
+    "CNN", "Classifier", "Digits", "LinearModel", "MLP", "Split", "TemplateModel", "evaluate", "load_embedded",
     "load_mnist", "load_model", "resolve_device", "save_checkpoint",
 ]

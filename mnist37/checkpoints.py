@@ -64,15 +64,16 @@ def load_checkpoint(path: str | Path, name: str = CHECKPOINT_NAME) -> dict:
         ) from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an mnist37 checkpoint (no '{FORMAT}' format marker)")
-    if checkpoint.get("model") not in MODELS:
-        raise CheckpointError(
-            f"{path} holds an unknown model {checkpoint.get('model')!r}; known: {', '.join(MODELS)}"
-        )
     return checkpoint
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> Classifier:
+def load_model(path: str | Path, device: str | torch.device = "cpu",
+               model_class: type[Classifier] | None = None) -> Classifier:
     """The trained model saved at `path` (a checkpoint or a run folder), in eval mode on `device`.
+
+    mnist37's own models are found by the class name the file stores; a model class of your own is
+    handed over, `load_model(path, model_class=MyModel)`: no class is ever imported from a name in
+    a file, which anyone could have written.
 
     The file is trusted for nothing: its settings must be ones the model class takes, and the model
     is first built on the "meta" device (shapes, no memory), so a crafted `hidden=10**12` costs
@@ -81,8 +82,12 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Classifi
     import inspect
 
     checkpoint = load_checkpoint(path)
-    name, hparams, digits = checkpoint["model"], checkpoint.get("hparams"), checkpoint.get("digits")
-    model_class = MODELS[name]
+    name, hparams, digits = checkpoint.get("model"), checkpoint.get("hparams"), checkpoint.get("digits")
+    known = {**MODELS, **({model_class.__name__: model_class} if model_class else {})}
+    if name not in known:
+        raise CheckpointError(f"{path} holds a model {name!r} that is not one of mnist37's ({', '.join(MODELS)}): "
+                              "if it is yours, hand its class over: load_model(path, model_class=...)")
+    model_class = known[name]
     allowed = set(inspect.signature(model_class).parameters) - {"digits"}
     if not isinstance(hparams, dict) or set(hparams) - allowed:
         raise CheckpointError(f"{path}: settings {hparams!r} are not those of a {name} (it takes {', '.join(sorted(allowed))})")
@@ -165,7 +170,7 @@ def load_resumable(path: str | Path, model: str, hparams: dict, digits: list, op
 def resume_training(path: str | Path, model: Classifier, optimizer: torch.optim.Optimizer):
     """Load the last.pt at `path` (or in that run folder) into `model` and `optimizer`, restore the
     RNGs, and return the TrainState to continue from. Another model, digits or optimizer is refused."""
-    from mnist37.training import TrainState
+    from mnist37.loop import TrainState
 
     saved = load_resumable(path, type(model).__name__, model.hparams, list(model.digits), type(optimizer).__name__)
     try:

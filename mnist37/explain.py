@@ -6,11 +6,11 @@ For the linear model the logit *is* a sum over pixels, so the breakdown is exact
 the map is for), red ones away from it. The bias then moves the total, and sigmoid (softmax for
 more digits) turns it into a probability.
 
-Other models are explained honestly for what they are:
-  MLP       x * d(logit)/dx, "gradient x input" saliency: which inked pixels the logit is sensitive
-            to. ReLU gates and biases mean its sum is NOT the logit, and the numbers say so.
+Other models are explained honestly for what they are (each model's `explain_rows` picks):
   template  |x - m| for the ideal (mean) image of each of the two candidate digits, and their means:
             the asker's own abs(pixel - weight) idea; the smaller mean distance wins.
+  others    (MLP, CNN, a model of your own) x * d(logit)/dx, "gradient x input" saliency: which
+            inked pixels the logit is sensitive to. Its sum is NOT the logit, and the numbers say so.
 With more than two digits, each explanation covers the predicted digit and the runner-up.
 """
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mnist37.models import MLP, Classifier, LinearModel, TemplateModel, evaluating
+from mnist37.models import Classifier, evaluating
 
 
 @dataclass
@@ -45,13 +45,12 @@ def candidates(model: Classifier, logits: torch.Tensor) -> tuple[torch.Tensor, t
 
 def explain(model: Classifier, x: torch.Tensor) -> list[Explanation]:
     """One Explanation per row of x (N, 784), computed on x's device, returned on the CPU."""
-    explainers = {LinearModel: explain_linear, TemplateModel: explain_template, MLP: explain_saliency}
     with evaluating(model):
         with torch.no_grad():
             logits = model(x)
             probabilities = model.probabilities(logits)
         predicted, runner_up = candidates(model, logits)
-        return explainers[type(model)](model, x, logits, probabilities, predicted, runner_up)
+        return model.explain_rows(x, logits, probabilities, predicted, runner_up)  # each model knows its own
 
 
 def answer(model, probabilities, row, predicted) -> dict:

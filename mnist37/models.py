@@ -25,9 +25,18 @@ N_PIXELS = 28 * 28
 class Classifier(nn.Module):
     """What every mnist37 model shares: the digits it tells apart and how logits become answers.
 
-    Subclasses define `forward` (images as (N, 784) rows, or (N,28,28) / (N,1,28,28) -> logits) and
-    `weight_images` ((K, 28, 28) signed maps of what the model looks for in the pixels).
+    A model defines `forward` (images as (N, 784) rows, or (N,28,28) / (N,1,28,28) -> logits) and
+    says what else it can do; each has a default, so a new model (yours, chosen by a YAML file with
+    its `_target_`) trains, logs and is explained without a change anywhere else:
+      fits_in_one_pass     False: trained by gradient steps; True: `fit(x, y)` once, no optimizer
+      weight_images()      None, or (K, H, W) signed maps of what it looks for in the pixels
+      explain_rows(...)    how one answer came about; by default "gradient x input" saliency
+      linear_equivalent()  None, or the (weights, bias) of a linear model deciding exactly as it does
+    Its constructor takes `digits` and keyword settings, passed on here as `hparams`: a checkpoint
+    stores them to build the model again.
     """
+
+    fits_in_one_pass = False
 
     def __init__(self, digits=(3, 7), **hparams):
         super().__init__()
@@ -62,6 +71,18 @@ class Classifier(nn.Module):
         """Predicted digit (e.g. 3 or 7) for float images (N,28,28), (N,1,28,28) or (N,784) in [0, 1]."""
         classes = self.classes(self(flatten_images(images)))
         return torch.tensor(self.digits, device=classes.device)[classes]
+
+    def weight_images(self) -> torch.Tensor | None:
+        return None
+
+    def linear_equivalent(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        return None
+
+    def explain_rows(self, x, logits, probabilities, predicted, runner_up) -> list:
+        """One mnist37.explain.Explanation per row of x (see there); this default works for any model."""
+        from mnist37.explain import explain_saliency
+
+        return explain_saliency(self, x, logits, probabilities, predicted, runner_up)
 
 
 @contextlib.contextmanager
@@ -108,6 +129,12 @@ class LinearModel(Classifier):
     def weight_images(self) -> torch.Tensor:
         return self.weights.detach().reshape(N_PIXELS, -1).T.reshape(-1, 28, 28)
 
+    def explain_rows(self, x, logits, probabilities, predicted, runner_up) -> list:
+        """Exact: the logit *is* sum(x * w) + b."""
+        from mnist37.explain import explain_linear
+
+        return explain_linear(self, x, logits, probabilities, predicted, runner_up)
+
 
 class MLP(Classifier):
     """784 -> hidden -> ReLU -> 1 (or one logit per digit): fast.ai's `simple_net`."""
@@ -139,6 +166,8 @@ class TemplateModel(Classifier):
     nothing that depends on the digit, so `linear_equivalent` gives the weights and bias of a
     LinearModel that makes the same decisions.
     """
+
+    fits_in_one_pass = True
 
     def __init__(self, digits=(3, 7), distance: str = "l1"):
         if distance not in ("l1", "l2"):
@@ -172,10 +201,17 @@ class TemplateModel(Classifier):
         """The mean image of each digit: what this model compares every image with."""
         return self.means.reshape(-1, 28, 28)
 
-    def linear_equivalent(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(weights (784,), bias) of the linear model deciding exactly like this two-digit L2 model."""
+    def explain_rows(self, x, logits, probabilities, predicted, runner_up) -> list:
+        """The asker's idea itself: |x - m| to the two candidate digits' mean images."""
+        from mnist37.explain import explain_template
+
+        return explain_template(self, x, logits, probabilities, predicted, runner_up)
+
+    def linear_equivalent(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(weights (784,), bias) of the linear model deciding exactly like this two-digit L2 model;
+        None for L1 or more digits, which no linear model matches."""
         if self.hparams["distance"] != "l2" or self.n_outputs != 1:
-            raise ValueError("only a two-digit l2 template model is a linear model")
+            return None
         first, second = self.means
         # mean squared distances: the expansion above divided by N_PIXELS, which changes no decision
         weights = 2 * (first - second) / N_PIXELS
@@ -183,5 +219,34 @@ class TemplateModel(Classifier):
         return weights, bias
 
 
-# Checkpoints name their model by class name; only these classes are ever rebuilt from a file.
-MODELS = {cls.__name__: cls for cls in (LinearModel, MLP, TemplateModel)}
+class CNN(Classifier):
+    """A small convolutional net, fast.ai's `simple_cnn` (fastbook chapter 13) with batch norm:
+    stride-2 3x3 convolutions halve the image (28 -> 14 -> 7 -> 4 -> 2) while the channels grow, and
+    a last one turns the 2x2 maps into one logit per output. Where the linear model has one weight
+    per pixel, each first-layer filter here is 9 weights slid over every place in the image."""
+
+    def __init__(self, digits=(3, 7), channels=(16, 32, 64, 128)):
+        channels = [int(c) for c in channels]
+        if not channels or min(channels) < 1:
+            raise BadInputError(f"model.channels={channels} is not valid: give one or more whole numbers >= 1")
+        super().__init__(digits, channels=channels)
+        layers, inputs = [], 1
+        for width in channels:
+            layers += [nn.Conv2d(inputs, width, 3, stride=2, padding=1), nn.BatchNorm2d(width), nn.ReLU()]
+            inputs = width
+        layers += [nn.Conv2d(inputs, self.n_outputs, 3, stride=2, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.layers(x.reshape(-1, 1, 28, 28))
+        return logits.squeeze(-1) if self.n_outputs == 1 else logits
+
+    def weight_images(self) -> torch.Tensor:
+        """The first layer's 3x3 filters, enlarged 9 times: the strokes each one responds to."""
+        filters = self.layers[0].weight.detach()[:, 0]
+        return filters.repeat_interleave(9, dim=-2).repeat_interleave(9, dim=-1)
+
+
+# Checkpoints name their model by class name; these classes are rebuilt from a file by name (any
+# other only when the caller hands it over: load_model(path, model_class=MyModel)).
+MODELS = {cls.__name__: cls for cls in (LinearModel, MLP, TemplateModel, CNN)}

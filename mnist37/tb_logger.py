@@ -26,7 +26,7 @@ from mnist37.explain import (
     as_tensor, confusion_markdown, confusion_matrix, explain, mistakes_grid, predictions, render_sheet, signed_rgb,
 )
 from mnist37.models import Classifier, TemplateModel
-from mnist37.training import EpochMetrics
+from mnist37.loop import EpochMetrics
 
 MAX_EXAMPLES = 16
 
@@ -59,7 +59,7 @@ def numbers_table(explanations, truths) -> str:
 
 
 class TensorBoardLogger:
-    """Called after every epoch by `mnist37.training.train` (as `on_epoch_end`); `finish` at the end."""
+    """Called after every epoch by `mnist37.loop.train` (as `on_epoch_end`); `finish` at the end."""
 
     def __init__(self, log_dir: str | Path, data: Digits, purge_step: int | None = None,
                  examples_per_digit: int = 8, every: int = 20, hparams: dict | None = None):
@@ -100,9 +100,10 @@ class TensorBoardLogger:
     def snapshot(self, model: Classifier, step: int) -> None:
         """Weight images, histograms, explained examples, mistakes, confusion and PR curve."""
         self.last_snapshot = step
-        self.writer.add_image("weights/model", weight_grid(model), step)
-        if isinstance(model, TemplateModel) and model.hparams["distance"] == "l2" and model.n_outputs == 1:
-            weights, bias = model.linear_equivalent()
+        if model.weight_images() is not None:
+            self.writer.add_image("weights/model", weight_grid(model), step)
+        if (equivalent := model.linear_equivalent()) is not None:  # the L2 template: secretly x @ w + b
+            weights, bias = equivalent
             self.writer.add_image("weights/template_l2_as_linear", signed_rgb(weights.reshape(1, 28, 28))[0], step)
             self.writer.add_scalar("weights/template_l2_as_linear_bias", bias, step)
         for name, param in model.named_parameters():

@@ -1,7 +1,7 @@
 """Command line: `python -m mnist37.train [overrides]` (or `mnist37-train`), a Hydra app.
 
 This module only turns a config into calls: load the data, build the model and optimizer with
-Hydra's `instantiate`, call `mnist37.training.train`, write the run's outputs. Everything it calls
+Hydra's `instantiate`, call `mnist37.loop.train`, write the run's outputs. Everything it calls
 works without Hydra too.
 
 Each run writes into its own folder (outputs/runs/<time>/, or outputs/multirun/<time>/<job>/):
@@ -192,8 +192,7 @@ def run_until_stopped(cfg: DictConfig, run_dir: Path, choices: dict | None, stop
     import torch
 
     from mnist37.checkpoints import LAST_NAME, resume_training, save_checkpoint, save_training
-    from mnist37.models import TemplateModel
-    from mnist37.training import DivergedError, TrainState, fit_template, resolve_device, samples_per_second, train
+    from mnist37.loop import DivergedError, TrainState, fit_in_one_pass, resolve_device, samples_per_second, train
 
     validate(cfg)
     resume = cfg.trainer.resume
@@ -206,12 +205,12 @@ def run_until_stopped(cfg: DictConfig, run_dir: Path, choices: dict | None, stop
 
     data = build("data", cfg.data).to(device)
     model = build("model", cfg.model, digits=data.digits).to(device)
-    is_template = isinstance(model, TemplateModel)  # fitted in one pass: no optimizer, no epochs
-    optimizer = None if is_template else build("optimizer", cfg.optimizer, model.parameters())
+    one_pass = model.fits_in_one_pass  # the template: fitted in one pass, no optimizer, no epochs
+    optimizer = None if one_pass else build("optimizer", cfg.optimizer, model.parameters())
     state = TrainState()
     if resume is not None:
-        if is_template:
-            raise BadInputError("trainer.resume: a template model is fitted in one pass, there is nothing to resume")
+        if one_pass:
+            raise BadInputError(f"trainer.resume: {type(model).__name__} is fitted in one pass, there is nothing to resume")
         state = resume_training(resume, model, optimizer)
         log.info("resuming from %s: %d epochs done, %d steps into the next", resume, state.epoch, state.step)
     log.info(
@@ -223,7 +222,7 @@ def run_until_stopped(cfg: DictConfig, run_dir: Path, choices: dict | None, stop
 
     def metrics_for(status: str, **extra) -> dict:
         last = state.history[-1].as_dict() if state.history else {}
-        settings = {} if is_template else {
+        settings = {} if one_pass else {
             "optimizer": optimizer_name(cfg), "lr": cfg.optimizer.lr,
             "batch_size": cfg.trainer.batch_size,
         }
@@ -254,7 +253,7 @@ def run_until_stopped(cfg: DictConfig, run_dir: Path, choices: dict | None, stop
         logger = TensorBoardLogger(run_dir, data, purge_step=state.epoch + 1 if state.epoch else None,
                                    examples_per_digit=cfg.inspect.examples_per_digit,
                                    every=cfg.inspect.every,
-                                   hparams=hparams_of(cfg, model, data, is_template, choices))
+                                   hparams=hparams_of(cfg, model, data, choices))
 
     def end_of_epoch(metrics, model) -> None:
         if logger is not None:
@@ -262,8 +261,8 @@ def run_until_stopped(cfg: DictConfig, run_dir: Path, choices: dict | None, stop
         save_last()
 
     try:
-        if is_template:
-            state.history = fit_template(model, data, on_epoch_end=logger)
+        if one_pass:
+            state.history = fit_in_one_pass(model, data, on_epoch_end=logger)
             state.epoch = len(state.history)
         else:
             train(
@@ -316,7 +315,7 @@ def option_keys(group: str) -> tuple[str, ...]:
     return tuple(sorted(keys))
 
 
-def hparams_of(cfg: DictConfig, model, data, is_template: bool, choices: dict | None = None) -> dict:
+def hparams_of(cfg: DictConfig, model, data, choices: dict | None = None) -> dict:
     """The settings that tell runs apart, flat and plain, for TensorBoard's HParams dashboard.
 
     Every run logs the same keys: the dashboard takes its columns from one run, so a key that only
@@ -324,16 +323,17 @@ def hparams_of(cfg: DictConfig, model, data, is_template: bool, choices: dict | 
     doesn't apply is "-". `choices`: config groups picked beyond model/optimizer/data/device, e.g.
     {"why_weights": "template_l1"}, which tell apart runs whose other settings agree.
     """
-    optimizer = {} if is_template else OmegaConf.to_container(cfg.optimizer)
+    one_pass = model.fits_in_one_pass  # no optimizer, no epochs
+    optimizer = {} if one_pass else OmegaConf.to_container(cfg.optimizer)
     settings = {
         "model": type(model).__name__,
         **{f"model.{k}": model.hparams.get(k, NOT_APPLICABLE) for k in option_keys("model")},
         **{f"model.{k}": v for k, v in model.hparams.items()},
-        "optimizer": NOT_APPLICABLE if is_template else optimizer_name(cfg),
+        "optimizer": NOT_APPLICABLE if one_pass else optimizer_name(cfg),
         **{f"optimizer.{k}": optimizer.get(k, NOT_APPLICABLE) for k in option_keys("optimizer")},
         **{f"optimizer.{k}": v for k, v in optimizer.items() if not k.startswith("_")},
-        "trainer.epochs": NOT_APPLICABLE if is_template else cfg.trainer.epochs,
-        "trainer.batch_size": NOT_APPLICABLE if is_template else cfg.trainer.batch_size,
+        "trainer.epochs": NOT_APPLICABLE if one_pass else cfg.trainer.epochs,
+        "trainer.batch_size": NOT_APPLICABLE if one_pass else cfg.trainer.batch_size,
         "digits": ",".join(map(str, data.digits)), "data": data.source, "seed": cfg.seed,
         **{group: NOT_APPLICABLE if choice is None else choice for group, choice in (choices or {}).items()},
     }

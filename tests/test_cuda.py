@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mnist37.models import MLP, LinearModel
-from mnist37.training import evaluate, run_epoch, train
+from mnist37.loop import evaluate, run_epoch, train
 
 pytestmark = [
     pytest.mark.cuda,

@@ -11,7 +11,7 @@ from mnist37.explain import confusion_matrix, explain, mistakes, mistakes_grid, 
 from mnist37.models import MLP, LinearModel, TemplateModel
 from mnist37.predict import main as predict_main
 from mnist37.predict import read_image
-from mnist37.training import fit_template, train
+from mnist37.loop import fit_in_one_pass, train
 
 
 def trained(model, data, epochs=3):
@@ -67,7 +67,7 @@ def test_mlp_saliency_says_it_is_not_the_logit(digits37):
 
 def test_template_explanation_is_the_two_distance_maps(digits37):
     model = TemplateModel(digits37.digits, distance="l1")
-    fit_template(model, digits37)
+    fit_in_one_pass(model, digits37)
     x = digits37.valid.x[:4]
     distances = model.distances(x)
     for row, e in enumerate(explain(model, x)):

@@ -19,7 +19,7 @@ from mnist37.checkpoints import CheckpointError
 from mnist37.data import DataError, load_mnist
 from mnist37.report import main as report_main
 from mnist37.run_folder import hold, held, is_held
-from mnist37.training import DivergedError, train
+from mnist37.loop import DivergedError, train
 from test_cli import make_config
 
 

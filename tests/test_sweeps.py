@@ -182,7 +182,7 @@ def test_hparams_name_the_preset_contender(data_root):
     for contender in ("template_l1", "template_l2"):
         cfg = make_config(f"+why_weights={contender}", "data=embedded")
         model = instantiate(cfg.model, digits=data.digits)
-        rows[contender] = hparams_of(cfg, model, data, is_template=True, choices={"why_weights": contender})
+        rows[contender] = hparams_of(cfg, model, data, choices={"why_weights": contender})
     l1, l2 = rows["template_l1"], rows["template_l2"]
     assert set(l1) == set(l2) and (l1["why_weights"], l2["why_weights"]) == ("template_l1", "template_l2")
     assert (l1["model.distance"], l2["model.distance"]) == ("l1", "l2")

@@ -1,7 +1,7 @@
 """The training loop: a plain function that any script can call; Hydra only feeds it.
 
     from mnist37 import LinearModel, load_embedded
-    from mnist37.training import train
+    from mnist37.loop import train
     data = load_embedded(digits=(3, 7))
     model = LinearModel(data.digits)
     history = train(model, data, torch.optim.SGD(model.parameters(), lr=0.25), epochs=20)
@@ -24,7 +24,7 @@ import torch
 
 from mnist37.data import Digits, Split
 from mnist37.errors import BadInputError
-from mnist37.models import Classifier, TemplateModel, evaluating
+from mnist37.models import Classifier, evaluating
 
 log = logging.getLogger(__name__)
 
@@ -221,12 +221,13 @@ def train(
     return state.history
 
 
-def fit_template(
-    model: TemplateModel,
+def fit_in_one_pass(
+    model: Classifier,
     data: Digits,
     on_epoch_end: Callable[[EpochMetrics, Classifier], None] | None = None,
 ) -> list[EpochMetrics]:
-    """"Train" the pixel-similarity model: one pass computing the mean image of each digit.
+    """"Train" a model that is fitted in one pass (`model.fits_in_one_pass`, e.g. the template model,
+    which averages the images of each digit): `model.fit(x, y)` once, then evaluate.
 
     Returns a one-epoch history, so its metrics look like any other run's.
     """
@@ -236,7 +237,7 @@ def fit_template(
     synchronize(data.train.x.device)
     seconds = time.perf_counter() - started
     metrics = epoch_metrics(1, model, data, seconds)
-    log.info("mean images of %s: valid_accuracy %.2f%%", data.digits, 100 * metrics.valid_accuracy)
+    log.info("%s fitted on %s: valid_accuracy %.2f%%", type(model).__name__, data.digits, 100 * metrics.valid_accuracy)
     if on_epoch_end is not None:
         on_epoch_end(metrics, model)
     return [metrics]

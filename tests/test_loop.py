@@ -3,7 +3,7 @@ import torch
 
 from mnist37.errors import BadInputError
 from mnist37.models import MLP, LinearModel
-from mnist37.training import evaluate, resolve_device, samples_per_second, train
+from mnist37.loop import evaluate, resolve_device, samples_per_second, train
 
 
 def fit(data, make_model, epochs=5, seed=0, lr=0.25):
@@ -103,7 +103,7 @@ def test_cuda_without_cuda_is_a_clear_error():
 @pytest.mark.parametrize("make_model", [LinearModel, MLP])
 def test_stop_and_continue_gives_the_same_weights(digits37, make_model):
     """A run stopped mid-epoch and continued from its TrainState ends exactly where an unbroken run ends."""
-    from mnist37.training import TrainState
+    from mnist37.loop import TrainState
 
     def fresh():
         torch.manual_seed(5)
