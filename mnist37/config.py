@@ -44,7 +44,6 @@ class DeviceSchema:
 @dataclass
 class TrainSchema:
     seed: int = MISSING
-    tensorboard: bool = True
     trainer: TrainerSchema = field(default_factory=TrainerSchema)
     inspect: InspectSchema = field(default_factory=InspectSchema)
     device: DeviceSchema = field(default_factory=DeviceSchema)
@@ -52,6 +51,7 @@ class TrainSchema:
     data: Any = MISSING
     model: Any = MISSING
     optimizer: Any = MISSING
+    logger: Any = None  # name -> a logger's config (configs/logger/)
 
 
 def register_schema() -> None:
@@ -153,23 +153,18 @@ def validate(cfg: DictConfig) -> None:
     check("inspect.every", is_whole(cfg.inspect.every, 0), "use a whole number >= 0 (0: only at the end)")
     check("trainer.resume", cfg.trainer.resume is None or str(cfg.trainer.resume).strip() != "",
           "give a run folder (or its last.pt), or auto")
-    device = cfg.device.type
-    check("device.type", device in ("auto", "cpu", "cuda") or device.startswith("cuda:"),
-          "use device=auto, device=cpu or device=cuda (or device.type=cuda:N)")
     for group in ("data", "model", "optimizer"):
         check_group(cfg, group)
     if "lr" in cfg.optimizer:
         check("optimizer.lr", is_number(cfg.optimizer.lr) and cfg.optimizer.lr > 0, "use a finite number > 0, e.g. 0.25")
     import torch
 
-    build("optimizer", cfg.optimizer, [torch.zeros(1, requires_grad=True)])  # torch checks the rest itself
-    model = cfg.model
-    if "hidden" in model:
-        check("model.hidden", is_whole(model.hidden, 1), "use a whole number >= 1")
-    if "init_std" in model:
-        check("model.init_std", is_number(model.init_std) and model.init_std >= 0, "use a finite number >= 0")
-    if "bias" in model:
-        check("model.bias", isinstance(model.bias, bool), "use true or false")
-    if "distance" in model:
-        check("model.distance", model.distance in ("l1", "l2"), "use l1 or l2")
-    parse_digits(cfg.data.digits)  # raises naming data.digits
+    from mnist37.loop import resolve_device
+
+    resolve_device(cfg.device.type)  # a name it knows, and CUDA there if asked for
+    digits = parse_digits(cfg.data.digits)  # raises naming data.digits
+    # Each rule lives where the value is used: the model's constructor checks its settings (built
+    # here on the meta device: no memory, however large), torch.optim its own.
+    with torch.device("meta"):
+        build("model", cfg.model, digits=digits)
+    build("optimizer", cfg.optimizer, [torch.zeros(1, requires_grad=True)])

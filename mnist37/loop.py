@@ -58,9 +58,6 @@ def evaluate(model: Classifier, split: Split, batch_size: int = 8192) -> tuple[f
     return loss / len(split), n_correct / len(split)
 
 
-DEVICES = ("auto", "cpu", "cuda")
-
-
 def resolve_device(name: str) -> torch.device:
     """"auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N" -> a usable torch.device."""
     if name == "auto":
@@ -74,7 +71,8 @@ def resolve_device(name: str) -> torch.device:
                 f"(torch {torch.__version__}, CUDA build {torch.version.cuda}): use device=cpu or device=auto"
             )
         return torch.device(name)
-    raise BadInputError(f"device {name!r} is not known: use one of {', '.join(DEVICES)}")
+    raise BadInputError(f"device.type={name!r} is not valid: use device=auto, device=cpu or device=cuda "
+                        "(or device.type=cuda:N)")
 
 
 def epoch_metrics(epoch: int, model: Classifier, data: Digits, train_seconds: float) -> EpochMetrics:

@@ -12,6 +12,7 @@ more digits give one logit per digit and cross-entropy.
 from __future__ import annotations
 
 import contextlib
+import math
 
 import torch
 import torch.nn.functional as F
@@ -114,6 +115,10 @@ class LinearModel(Classifier):
     """
 
     def __init__(self, digits=(3, 7), bias: bool = True, init_std: float = 0.01):
+        if not isinstance(bias, bool):
+            raise BadInputError(f"model.bias={bias!r} is not valid: use true or false")
+        if isinstance(init_std, bool) or not isinstance(init_std, (int, float)) or not 0 <= init_std < math.inf:
+            raise BadInputError(f"model.init_std={init_std!r} is not valid: use a finite number >= 0")
         super().__init__(digits, bias=bias, init_std=init_std)
         # One column per output; a single output is a plain vector, so `x @ w` is already (N,).
         shape = () if self.n_outputs == 1 else (self.n_outputs,)
@@ -140,6 +145,8 @@ class MLP(Classifier):
     """784 -> hidden -> ReLU -> 1 (or one logit per digit): fast.ai's `simple_net`."""
 
     def __init__(self, digits=(3, 7), hidden: int = 30):
+        if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+            raise BadInputError(f"model.hidden={hidden!r} is not valid: use a whole number >= 1")
         super().__init__(digits, hidden=hidden)
         self.layers = nn.Sequential(
             nn.Linear(N_PIXELS, hidden), nn.ReLU(), nn.Linear(hidden, self.n_outputs)
@@ -171,7 +178,7 @@ class TemplateModel(Classifier):
 
     def __init__(self, digits=(3, 7), distance: str = "l1"):
         if distance not in ("l1", "l2"):
-            raise BadInputError(f"model.distance={distance!r} is not known: use l1 or l2")
+            raise BadInputError(f"model.distance={distance!r} is not valid: use l1 or l2")
         super().__init__(digits, distance=distance)
         self.register_buffer("means", torch.zeros(len(self.digits), N_PIXELS))
 
@@ -226,9 +233,9 @@ class CNN(Classifier):
     per pixel, each first-layer filter here is 9 weights slid over every place in the image."""
 
     def __init__(self, digits=(3, 7), channels=(16, 32, 64, 128)):
-        channels = [int(c) for c in channels]
-        if not channels or min(channels) < 1:
-            raise BadInputError(f"model.channels={channels} is not valid: give one or more whole numbers >= 1")
+        if not channels or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in channels):
+            raise BadInputError(f"model.channels={channels!r} is not valid: give one or more whole numbers >= 1")
+        channels = list(channels)
         super().__init__(digits, channels=channels)
         layers, inputs = [], 1
         for width in channels:

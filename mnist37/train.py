@@ -22,16 +22,24 @@ import shlex
 import signal
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from mnist37.checkpoints import LAST_NAME, resume_training, save_checkpoint, save_training
 from mnist37.config import build, check_overrides, register_schema, validate
+from mnist37.data import Digits
 from mnist37.errors import BadInputError, first_line
+from mnist37.inspection import Inspector
+from mnist37.loggers import instantiate_loggers
+from mnist37.loop import DivergedError, TrainState, fit_in_one_pass, resolve_device, samples_per_second, train
+from mnist37.models import Classifier
 from mnist37.run_folder import SWEEP_FILES, completed_metrics, foreign_files, hold, held, holds_run
 
 log = logging.getLogger("mnist37")
@@ -172,7 +180,7 @@ class StopRequest:
 
 
 def run(cfg: DictConfig, run_dir: str | Path, choices: dict | None = None) -> dict:
-    """Train as `cfg` says, writing metrics.json, last.pt, model.pt and TensorBoard events into
+    """Train as `cfg` says, writing metrics.json, last.pt, model.pt and the loggers' files into
     `run_dir`; returns the metrics. Ctrl-C, SIGTERM or SIGUSR2 stop it after the current step, saved
     ("status": "interrupted"), from the moment it starts: a signal during set-up stops it before
     the first step.
@@ -185,117 +193,139 @@ def run(cfg: DictConfig, run_dir: str | Path, choices: dict | None = None) -> di
         print(f"mnist37-train: {run_dir} holds a completed run: skipped (trainer.resume=auto)", file=sys.stderr)
         return done
     with held(run_dir), StopRequest() as stop:  # one process per run folder
-        return run_until_stopped(cfg, run_dir, choices, stop)
+        validate(cfg)
+        setup = set_up(cfg, run_dir)
+        loggers = instantiate_loggers(cfg.logger, run_dir, purge_step=setup.state.epoch + 1 if setup.state.epoch else None,
+                                      hparams=hparams_of(cfg, setup.model, setup.data, choices))
+        try:
+            fit(setup, loggers, stop)
+        except DivergedError as error:
+            write_metrics(run_dir, metrics_of(setup, "diverged", error=str(error)))
+            raise
+        finally:
+            for logger in loggers:
+                logger.close()
+        return write_outputs(setup, stop)
 
 
-def run_until_stopped(cfg: DictConfig, run_dir: Path, choices: dict | None, stop: StopRequest) -> dict:
-    import torch
+@dataclass
+class Setup:
+    """Everything a run is made of, built from its config by `set_up`."""
 
-    from mnist37.checkpoints import LAST_NAME, resume_training, save_checkpoint, save_training
-    from mnist37.loop import DivergedError, TrainState, fit_in_one_pass, resolve_device, samples_per_second, train
+    cfg: DictConfig
+    run_dir: Path
+    device: torch.device
+    data: Digits
+    model: Classifier
+    optimizer: torch.optim.Optimizer | None  # None for a model fitted in one pass
+    state: TrainState
+    config_yaml: str  # the config as saved in last.pt and model.pt, rendered once
 
-    validate(cfg)
+
+def set_up(cfg: DictConfig, run_dir: Path) -> Setup:
+    """Device, data, model and optimizer, as the config says; restored from last.pt on a resume."""
     resume = cfg.trainer.resume
     if resume == AUTO:
         resume = run_dir if (run_dir / LAST_NAME).is_file() else None
-    device = resolve_device(cfg.device.type)  # before any work: a bad device fails at once
+    device = resolve_device(cfg.device.type)
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
     torch.manual_seed(cfg.seed)
-
     data = build("data", cfg.data).to(device)
     model = build("model", cfg.model, digits=data.digits).to(device)
-    one_pass = model.fits_in_one_pass  # the template: fitted in one pass, no optimizer, no epochs
-    optimizer = None if one_pass else build("optimizer", cfg.optimizer, model.parameters())
+    optimizer = None if model.fits_in_one_pass else build("optimizer", cfg.optimizer, model.parameters())
     state = TrainState()
     if resume is not None:
-        if one_pass:
+        if optimizer is None:
             raise BadInputError(f"trainer.resume: {type(model).__name__} is fitted in one pass, there is nothing to resume")
         state = resume_training(resume, model, optimizer)
         log.info("resuming from %s: %d epochs done, %d steps into the next", resume, state.epoch, state.step)
-    log.info(
-        "%s on %s: %s digits %s, %d train / %d valid images",
-        type(model).__name__, device, data.source, data.digits, len(data.train), len(data.valid),
-    )
+    log.info("%s on %s: %s digits %s, %d train / %d valid images",
+             type(model).__name__, device, data.source, data.digits, len(data.train), len(data.valid))
     if cfg.trainer.compile:
         model.compile()  # in place: the module, its state_dict and its checkpoints stay as they are
+    return Setup(cfg, run_dir, device, data, model, optimizer, state, OmegaConf.to_yaml(cfg))
 
-    def metrics_for(status: str, **extra) -> dict:
-        last = state.history[-1].as_dict() if state.history else {}
-        settings = {} if one_pass else {
-            "optimizer": optimizer_name(cfg), "lr": cfg.optimizer.lr,
-            "batch_size": cfg.trainer.batch_size,
-        }
-        return {
-            "status": status, **extra,
-            **{key: last.get(key) for key in ("valid_accuracy", "valid_loss", "train_accuracy", "train_loss")},
-            "epochs": len(state.history),
-            "train_seconds": sum(m.train_seconds for m in state.history),
-            "train_samples_per_s": samples_per_second(state.history, len(data.train)) if state.history else None,
-            "device": str(device), "data_source": data.source, "digits": list(data.digits),
-            "n_train": len(data.train), "n_valid": len(data.valid), "model": type(model).__name__,
-            **settings, "seed": cfg.seed, "threads": torch.get_num_threads(),
-        }
 
-    def write_metrics(metrics: dict) -> None:
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+def fit(setup: Setup, loggers: list, stop: StopRequest) -> None:
+    """Train (or fit in one pass) with each epoch logged and saved, and snapshots for the loggers
+    that take them: every inspect.every epochs, and of the final model."""
+    cfg, model = setup.cfg, setup.model
+    inspector = None
+    if any(logger.takes_snapshots for logger in loggers):
+        inspector = Inspector(setup.data, cfg.inspect.every, cfg.inspect.examples_per_digit)
 
-    config_yaml = OmegaConf.to_yaml(cfg)  # once: last.pt is rewritten every epoch
-
-    def save_last() -> None:
-        save_training(run_dir / LAST_NAME, model, optimizer, state, config_yaml)
-
-    logger = None
-    if cfg.tensorboard:
-        from mnist37.tb_logger import TensorBoardLogger
-
-        # On resume, purge_step drops any points a killed run logged after its last saved epoch.
-        logger = TensorBoardLogger(run_dir, data, purge_step=state.epoch + 1 if state.epoch else None,
-                                   examples_per_digit=cfg.inspect.examples_per_digit,
-                                   every=cfg.inspect.every,
-                                   hparams=hparams_of(cfg, model, data, choices))
+    def snapshot(step: int) -> None:
+        if inspector is not None:
+            snap = inspector(model, step)
+            for logger in loggers:
+                if logger.takes_snapshots:
+                    logger.log_snapshot(snap)
 
     def end_of_epoch(metrics, model) -> None:
-        if logger is not None:
-            logger(metrics, model)  # the curves on disk first: a resume never misses a logged epoch
-        save_last()
+        row = metrics_of(setup, "running")
+        for logger in loggers:  # logged first: a resume never misses an epoch that last.pt holds
+            logger.log_epoch(row)
+        if inspector is not None and inspector.due(metrics.epoch):
+            snapshot(metrics.epoch)
+        if setup.optimizer is not None:
+            save_last(setup)
 
-    try:
-        if one_pass:
-            state.history = fit_in_one_pass(model, data, on_epoch_end=logger)
-            state.epoch = len(state.history)
-        else:
-            train(
-                model, data, optimizer,
-                epochs=cfg.trainer.epochs, batch_size=cfg.trainer.batch_size, seed=cfg.seed,
-                on_epoch_end=end_of_epoch, progress=cfg.trainer.progress, bf16=cfg.trainer.bf16,
-                state=state, stop=stop,
-            )
-        if logger is not None and not state.stopped:
-            logger.finish(model, state.epoch)
-    except DivergedError as error:
-        write_metrics(metrics_for("diverged", error=str(error)))
-        raise
-    finally:
-        if logger is not None:
-            logger.close()
+    if model.fits_in_one_pass:
+        setup.state.history = fit_in_one_pass(model, setup.data)
+        setup.state.epoch = len(setup.state.history)
+        end_of_epoch(setup.state.history[-1], model)
+    else:
+        train(model, setup.data, setup.optimizer, epochs=cfg.trainer.epochs, batch_size=cfg.trainer.batch_size,
+              seed=cfg.seed, on_epoch_end=end_of_epoch, progress=cfg.trainer.progress, bf16=cfg.trainer.bf16,
+              state=setup.state, stop=stop)
+    if inspector is not None and not setup.state.stopped and setup.state.epoch and inspector.last != setup.state.epoch:
+        snapshot(setup.state.epoch)
 
-    if state.stopped:
-        save_last()
-        metrics = metrics_for("interrupted", signal=signal.Signals(stop.signal).name)
-        write_metrics(metrics)
-        log.info("%s at epoch %d, step %d: saved %s", metrics["signal"], state.epoch + 1, state.step, run_dir / LAST_NAME)
+
+def write_outputs(setup: Setup, stop: StopRequest) -> dict:
+    """metrics.json, and model.pt for a finished run (last.pt for a stopped one); returns the metrics."""
+    if setup.state.stopped:
+        save_last(setup)
+        metrics = metrics_of(setup, "interrupted", signal=signal.Signals(stop.signal).name)
+        write_metrics(setup.run_dir, metrics)
+        log.info("%s at epoch %d, step %d: saved %s", metrics["signal"], setup.state.epoch + 1, setup.state.step,
+                 setup.run_dir / LAST_NAME)
         return metrics
-
-    metrics = metrics_for("completed")
-    save_checkpoint(run_dir / "model.pt", model, metrics=metrics, config=config_yaml)
-    write_metrics(metrics)
-    if state.history:
-        log.info(
-            "valid accuracy %.2f%%, valid loss %.4f, %.0f train samples/s; outputs in %s",
-            100 * metrics["valid_accuracy"], metrics["valid_loss"], metrics["train_samples_per_s"], run_dir,
-        )
+    metrics = metrics_of(setup, "completed")
+    save_checkpoint(setup.run_dir / "model.pt", setup.model, metrics=metrics, config=setup.config_yaml)
+    write_metrics(setup.run_dir, metrics)
+    if setup.state.history:
+        log.info("valid accuracy %.2f%%, valid loss %.4f, %.0f train samples/s; outputs in %s",
+                 100 * metrics["valid_accuracy"], metrics["valid_loss"], metrics["train_samples_per_s"], setup.run_dir)
     return metrics
+
+
+def metrics_of(setup: Setup, status: str, **extra) -> dict:
+    """What metrics.json says: the status, the last epoch's metrics and the run's settings."""
+    cfg, data, history = setup.cfg, setup.data, setup.state.history
+    last = history[-1].as_dict() if history else {}
+    settings = {} if setup.optimizer is None else {
+        "optimizer": optimizer_name(cfg), "lr": cfg.optimizer.lr, "batch_size": cfg.trainer.batch_size,
+    }
+    return {
+        "status": status, **extra,
+        **{key: last.get(key) for key in ("valid_accuracy", "valid_loss", "train_accuracy", "train_loss")},
+        "epochs": len(history),
+        "train_seconds": sum(m.train_seconds for m in history),
+        "train_samples_per_s": samples_per_second(history, len(data.train)) if history else None,
+        "device": str(setup.device), "data_source": data.source, "digits": list(data.digits),
+        "n_train": len(data.train), "n_valid": len(data.valid), "model": type(setup.model).__name__,
+        **settings, "seed": cfg.seed, "threads": torch.get_num_threads(),
+    }
+
+
+def write_metrics(run_dir: Path, metrics: dict) -> None:
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+
+
+def save_last(setup: Setup) -> None:
+    save_training(setup.run_dir / LAST_NAME, setup.model, setup.optimizer, setup.state, setup.config_yaml)
 
 
 def optimizer_name(cfg: DictConfig) -> str:

@@ -162,3 +162,19 @@ def test_cli_missing_data_and_bad_model(tmp_path):
     bad_model = run_cli("model=resnet", cwd=tmp_path)
     assert bad_model.returncode != 0
     assert "model/resnet" in bad_model.stderr and "linear" in bad_model.stderr and "mlp" in bad_model.stderr
+
+
+def test_csv_logger_writes_a_row_per_epoch_with_the_columns_of_metrics_json(tmp_path, data_root):
+    import csv
+
+    common = ["data=embedded", f"data.root={data_root}", "device=cpu", "logger=csv"]
+    metrics = run(make_config(*common, "trainer.epochs=3"), tmp_path)
+    assert not list(tmp_path.glob("events.out.tfevents.*"))  # only the logger asked for
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epochs"]) for r in rows] == [1, 2, 3] and list(rows[0]) == list(metrics)
+    assert float(rows[-1]["valid_accuracy"]) == pytest.approx(metrics["valid_accuracy"])
+
+    run(make_config(*common, "trainer.epochs=5", f"trainer.resume={tmp_path}"), tmp_path)  # continues the table
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        assert [int(r["epochs"]) for r in csv.DictReader(f)] == [1, 2, 3, 4, 5]

@@ -155,7 +155,7 @@ def test_predict_explain_writes_pngs_whose_numbers_match_the_model(linear, digit
 
 def test_numbers_table_for_many_digits_has_one_summary_column(data_root):
     from mnist37.data import load_embedded
-    from mnist37.tb_logger import numbers_table
+    from mnist37.inspection import numbers_table
 
     data = load_embedded(data_root, "all")
     model = trained(LinearModel(data.digits), data)

@@ -116,13 +116,13 @@ def test_a_refused_resume_changes_nothing_in_the_run(tmp_path, data_root):
 def test_two_runs_never_share_a_folder(tmp_path, data_root):
     run = tmp_path / "run"
     first = subprocess.Popen([sys.executable, "-m", "mnist37.train", "data=embedded", f"data.root={data_root}",
-                              "trainer.epochs=100000", "tensorboard=false", f"hydra.run.dir={run}"],
+                              "trainer.epochs=100000", "logger=none", f"hydra.run.dir={run}"],
                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not (run / "last.pt").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     for second in (["trainer.resume=auto", f"hydra.run.dir={run}"], [f"trainer.resume={run}"]):
-        result = run_cli("data=embedded", f"data.root={data_root}", "trainer.epochs=100000", "tensorboard=false",
+        result = run_cli("data=embedded", f"data.root={data_root}", "trainer.epochs=100000", "logger=none",
                          *second, cwd=tmp_path)
         assert f"{run} is in use by another run (process {first.pid})" in error_line(result)
     assert first.poll() is None  # the first run went on undisturbed
@@ -130,7 +130,7 @@ def test_two_runs_never_share_a_folder(tmp_path, data_root):
     assert first.wait(timeout=120) == 128 + signal.SIGTERM, first.stderr.read()
     assert json.loads((run / "metrics.json").read_text())["status"] == "interrupted"
     assert not list(run.glob(".*.partial"))
-    assert run_cli("data=embedded", f"data.root={data_root}", "trainer.epochs=1", "tensorboard=false",
+    assert run_cli("data=embedded", f"data.root={data_root}", "trainer.epochs=1", "logger=none",
                    f"trainer.resume={run}", cwd=tmp_path).returncode == 0  # free again
 
 
@@ -166,7 +166,7 @@ def test_ctrl_c_while_the_data_loads_stops_before_the_first_step(tmp_path, data_
         return real(*args, **kwargs)
 
     monkeypatch.setattr(mnist37.data, "read_embedded", interrupted_read)
-    metrics = run(make_config("data=embedded", f"data.root={data_root}", "device=cpu", "tensorboard=false"), tmp_path)
+    metrics = run(make_config("data=embedded", f"data.root={data_root}", "device=cpu", "logger=none"), tmp_path)
     assert metrics["status"] == "interrupted" and metrics["signal"] == "SIGINT" and metrics["epochs"] == 0
     assert (tmp_path / "last.pt").is_file() and not (tmp_path / "model.pt").exists()
 

@@ -100,7 +100,7 @@ def test_cnn_reaches_98_percent_on_3_vs_7_with_the_defaults(tmp_path, data_root)
     from test_cli import make_config
 
     metrics = run(make_config("model=cnn", "data=embedded", f"data.root={data_root}", "device=cpu",
-                              "tensorboard=false"), tmp_path)
+                              "logger=none"), tmp_path)
     assert metrics["model"] == "CNN" and metrics["valid_accuracy"] >= 0.98
 
 
@@ -110,7 +110,7 @@ def test_cnn_reaches_92_percent_on_all_ten_digits_with_the_defaults(tmp_path, da
     from test_cli import make_config
 
     metrics = run(make_config("model=cnn", "data=embedded", "data.digits=all", f"data.root={data_root}",
-                              "device=cpu", "tensorboard=false"), tmp_path)
+                              "device=cpu", "logger=none"), tmp_path)
     assert metrics["valid_accuracy"] >= 0.92
 
 

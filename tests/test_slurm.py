@@ -15,7 +15,7 @@ from mnist37.report import find_jobs
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
-SWEEP = ["-m", "hydra/launcher=slurm", "data=embedded", "tensorboard=false", "hydra.sweep.dir=sweep"]
+SWEEP = ["-m", "hydra/launcher=slurm", "data=embedded", "logger=none", "hydra.sweep.dir=sweep"]
 
 
 @pytest.fixture(scope="module")

@@ -110,7 +110,7 @@ def test_two_searches_share_one_journal_study_and_a_restart_continues_it(tmp_pat
 
     journal = tmp_path / "shared.journal"
     argv = [sys.executable, "-m", "mnist37.train", *SMALL, f"data.root={data_root}", "hparams_search=optuna",
-            f"hydra.sweeper.storage={journal}", "hydra.sweeper.study_name=shared", "tensorboard=false"]
+            f"hydra.sweeper.storage={journal}", "hydra.sweeper.study_name=shared", "logger=none"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     searches = [subprocess.Popen([*argv, "hydra.sweeper.n_trials=6", f"hydra.sweep.dir=s{i}"], cwd=tmp_path, env=env,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for i in range(2)]
@@ -123,7 +123,7 @@ def test_two_searches_share_one_journal_study_and_a_restart_continues_it(tmp_pat
     assert min(ran) >= 1 and sum(ran) == len(trials)  # both searches took part
 
     again = run_cli(*SMALL[:2], f"data.root={data_root}", "hparams_search=optuna", f"hydra.sweeper.storage={journal}",
-                    "hydra.sweeper.study_name=shared", "tensorboard=false", "hydra.sweeper.n_trials=9",
+                    "hydra.sweeper.study_name=shared", "logger=none", "hydra.sweeper.n_trials=9",
                     "hydra.sweep.dir=s2", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert len(optuna_trials(journal, "shared")) == max(9, len(trials))  # continued: only the missing trials ran
@@ -261,7 +261,7 @@ def test_interrupted_jobs_return_so_the_sweep_ends_and_resume_auto_finishes_them
     import time
 
     sweep = ["-m", "data=embedded", f"data.root={data_root}", "trainer.epochs=1000", "trainer.batch_size=64",
-             "tensorboard=false", "seed=0,1", "hydra.sweep.dir=sweep"]
+             "logger=none", "seed=0,1", "hydra.sweep.dir=sweep"]
     process = subprocess.Popen([sys.executable, "-m", "mnist37.train", *sweep, "hydra/launcher=submitit_local"],
                                cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -307,7 +307,7 @@ def test_optuna_database_storage_continues_a_study(tmp_path, data_root):
 
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     common = [*SMALL, f"data.root={data_root}", "hparams_search=optuna", f"hydra.sweeper.storage={url}",
-              "hydra.sweeper.study_name=db", "tensorboard=false"]
+              "hydra.sweeper.study_name=db", "logger=none"]
     assert run_cli(*common, "hydra.sweeper.n_trials=2", "hydra.sweep.dir=first", cwd=tmp_path).returncode == 0
     again = run_cli(*common, "hydra.sweeper.n_trials=3", "hydra.sweep.dir=second", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
