@@ -5,10 +5,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from conftest import run_cli
+from helpers import make_config, run_cli
 from mnist37 import LinearModel, load_embedded, load_model
 from mnist37.train import config_dir, run
 
@@ -20,11 +19,6 @@ METRIC_KEYS = {
     "valid_accuracy", "valid_loss", "train_loss", "epochs", "train_samples_per_s", "device",
     "data_source", "n_train", "n_valid", "model", "seed",
 }
-
-
-def make_config(*overrides: str):
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides))
 
 
 def test_each_group_default_is_one_of_its_options():

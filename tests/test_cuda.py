@@ -59,7 +59,7 @@ def test_compile_and_bf16_on_cuda(cuda_data):
 def test_cli_on_cuda(tmp_path, data_root):
     import json
 
-    from conftest import run_cli
+    from helpers import run_cli
 
     result = run_cli("device=cuda", "data=embedded", f"data.root={data_root}", "trainer.epochs=2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -6,24 +6,19 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import trained
 from mnist37 import save_checkpoint
 from mnist37.explain import confusion_matrix, explain, mistakes, mistakes_grid, predictions, render
 from mnist37.models import MLP, LinearModel, TemplateModel
+from mnist37.loop import fit_in_one_pass
 from mnist37.predict import main as predict_main
 from mnist37.predict import read_image
-from mnist37.loop import fit_in_one_pass, train
-
-
-def trained(model, data, epochs=3):
-    torch.manual_seed(0)
-    train(model, data, torch.optim.SGD(model.parameters(), lr=0.25), epochs=epochs, progress=False)
-    return model
 
 
 @pytest.fixture(scope="module")
 def linear(digits37):
     torch.manual_seed(0)
-    return trained(LinearModel(digits37.digits), digits37)
+    return trained(LinearModel, digits37)
 
 
 def test_contributions_plus_bias_are_the_logits(linear, digits37):
@@ -44,7 +39,7 @@ def test_multi_digit_maps_are_for_the_predicted_digit_and_the_runner_up(data_roo
     from mnist37.data import load_embedded
 
     data = load_embedded(data_root, "all")
-    model = trained(LinearModel(data.digits), data)
+    model = trained(LinearModel, data)
     x = data.valid.x[::97][:8]
     logits = model(x).detach()
     for row, e in enumerate(explain(model, x)):
@@ -56,7 +51,7 @@ def test_multi_digit_maps_are_for_the_predicted_digit_and_the_runner_up(data_roo
 
 
 def test_mlp_saliency_says_it_is_not_the_logit(digits37):
-    model = trained(MLP(digits37.digits), digits37)
+    model = trained(MLP, digits37)
     x = digits37.valid.x[:4]
     logits = model(x).detach()
     for row, e in enumerate(explain(model, x)):
@@ -106,7 +101,7 @@ def test_tensorboard_has_every_inspection_view(tmp_path, data_root):
 
     from mnist37.checkpoints import load_model
     from mnist37.train import run
-    from test_cli import make_config
+    from helpers import make_config
 
     cfg = make_config("data=embedded", f"data.root={data_root}", "trainer.epochs=5", "device=cpu", "inspect.every=2")
     run(cfg, tmp_path)
@@ -158,7 +153,7 @@ def test_numbers_table_for_many_digits_has_one_summary_column(data_root):
     from mnist37.inspection import numbers_table
 
     data = load_embedded(data_root, "all")
-    model = trained(LinearModel(data.digits), data)
+    model = trained(LinearModel, data)
     x, y = data.valid.x[::100], data.valid.y[::100]
     explanations = explain(model, x)
     table = numbers_table(explanations, [int(d) for d in y]).splitlines()

@@ -13,14 +13,13 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO, run_cli, write_idx
+from helpers import REPO, make_config, run_cli, trained, write_idx
 from mnist37 import MLP, LinearModel, load_model, save_checkpoint
 from mnist37.checkpoints import CheckpointError
 from mnist37.data import DataError, load_mnist
+from mnist37.loop import DivergedError, train
 from mnist37.report import main as report_main
 from mnist37.run_folder import hold, held, is_held
-from mnist37.loop import DivergedError, train
-from test_cli import make_config
 
 
 def files_under(folder: Path) -> dict:
@@ -211,10 +210,7 @@ def test_crafted_checkpoints_with_the_format_marker_are_refused(change, says, tm
 
 @pytest.fixture
 def checkpoint(tmp_path, digits37):
-    torch.manual_seed(0)
-    model = LinearModel(digits37.digits)
-    train(model, digits37, torch.optim.SGD(model.parameters(), lr=0.25), epochs=5, progress=False)
-    return save_checkpoint(tmp_path / "model.pt", model)
+    return save_checkpoint(tmp_path / "model.pt", trained(LinearModel, digits37, epochs=5))
 
 
 def digit_picture(digits37, row: int, size: int = 140) -> Image.Image:

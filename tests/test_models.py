@@ -97,7 +97,7 @@ def test_logits_for_every_image_layout(make_model):
 
 def test_cnn_reaches_98_percent_on_3_vs_7_with_the_defaults(tmp_path, data_root):
     from mnist37.train import run
-    from test_cli import make_config
+    from helpers import make_config
 
     metrics = run(make_config("model=cnn", "data=embedded", f"data.root={data_root}", "device=cpu",
                               "logger=none"), tmp_path)
@@ -107,7 +107,7 @@ def test_cnn_reaches_98_percent_on_3_vs_7_with_the_defaults(tmp_path, data_root)
 @pytest.mark.slow
 def test_cnn_reaches_92_percent_on_all_ten_digits_with_the_defaults(tmp_path, data_root):
     from mnist37.train import run
-    from test_cli import make_config
+    from helpers import make_config
 
     metrics = run(make_config("model=cnn", "data=embedded", "data.digits=all", f"data.root={data_root}",
                               "device=cpu", "logger=none"), tmp_path)
@@ -153,7 +153,7 @@ def test_a_model_of_your_own_trains_logs_and_loads_through_your_own_config_folde
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from conftest import run_cli
+    from helpers import run_cli
     from mnist37 import load_model
     from mnist37.checkpoints import CheckpointError
 

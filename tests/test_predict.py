@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import photo_of
+from helpers import photo_of, trained
 from mnist37 import save_checkpoint
 from mnist37.models import LinearModel, MLP
 from mnist37.predict import best_checkpoint, main, read_image, to_mnist
@@ -17,10 +17,7 @@ from mnist37.loop import train
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, digits37):
-    torch.manual_seed(0)
-    model = LinearModel(digits37.digits)
-    train(model, digits37, torch.optim.SGD(model.parameters(), lr=0.25), epochs=10, progress=False)
-    return save_checkpoint(tmp_path_factory.mktemp("run") / "model.pt", model)
+    return save_checkpoint(tmp_path_factory.mktemp("run") / "model.pt", trained(LinearModel, digits37, epochs=10))
 
 
 def as_picture(image28: torch.Tensor, size: int, mode: str = "L", dark_on_light: bool = False) -> Image.Image:
@@ -72,9 +69,7 @@ def test_photos_of_digits_on_paper_are_read_as_well_as_clean_digits(model_class,
     blurred, JPEG. Accuracy must stay within 3 points of the same model on the clean images."""
     import numpy as np
 
-    torch.manual_seed(0)
-    model = model_class(digits37.digits)
-    train(model, digits37, torch.optim.SGD(model.parameters(), lr=0.25), epochs=20, progress=False)
+    model = trained(model_class, digits37, epochs=20)
     x, y = digits37.valid.x, digits37.valid.y
     rng = np.random.default_rng(0)
     photos = torch.stack([to_mnist(photo_of(image.reshape(28, 28), rng)) for image in x])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from helpers import run_cli
 from mnist37.report import find_jobs, main, make_rows
 from mnist37.train import config_dir
 

@@ -13,13 +13,13 @@ import time
 import pytest
 import torch
 
-from conftest import run_cli, write_idx
+from helpers import run_cli, write_idx
 from mnist37.checkpoints import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from mnist37.config import validate
 from mnist37.data import DataError, load_mnist
 from mnist37.errors import BadInputError
 from mnist37.models import LinearModel
-from test_cli import make_config
+from helpers import make_config
 
 # ---------------------------------------------------------------- resume after a crash or Ctrl-C
 

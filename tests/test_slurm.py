@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import REPO
+from helpers import REPO
 from mnist37.report import find_jobs
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]

@@ -6,7 +6,7 @@ import pytest
 import yaml
 from hydra.utils import instantiate
 
-from conftest import run_cli
+from helpers import run_cli
 from mnist37.report import find_jobs, main as report_main, make_rows
 
 pytestmark = pytest.mark.slow
@@ -175,7 +175,7 @@ def test_every_job_has_the_same_hparams_in_its_own_run(tmp_path, data_root):
 def test_hparams_name_the_preset_contender(data_root):
     from mnist37.data import load_embedded
     from mnist37.train import hparams_of
-    from test_cli import make_config
+    from helpers import make_config
 
     data = load_embedded(data_root, (3, 7))
     rows = {}
