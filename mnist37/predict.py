@@ -160,6 +160,40 @@ def parse_digits_option(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"{text!r}: give two or more distinct digits in 0-9, e.g. 3,7, or all") from None
 
 
+def predict_file(model, path: Path, background: str, explain_dir: Path | None, written: set[Path]) -> dict:
+    """The digit in the picture at `path`, as a JSON-ready dict, with its explanation written into
+    `explain_dir` when one is given. Any failure is the dict's "error", for this file alone."""
+    from mnist37.explain import explain, render
+
+    try:
+        image = read_image(path, background)
+    except BadInputError as error:
+        return {"file": str(path), "error": str(error)}
+    with torch.no_grad():
+        probabilities = model.probabilities(model(image.reshape(1, -1)))[0]
+    best = int(probabilities.argmax())
+    result = {
+        "file": str(path),
+        "digit": model.digits[best],
+        "probability": round(float(probabilities[best]), 4),
+        "probabilities": {str(d): round(float(p), 4) for d, p in zip(model.digits, probabilities)},
+    }
+    if explain_dir is None:
+        return result
+    (explanation,) = explain(model, image.reshape(1, -1))
+    picture = explanation_path(explain_dir, path.stem, written)
+    result |= {"explanation": explanation.numbers, "summary": explanation.summary()}
+    try:
+        picture.parent.mkdir(parents=True, exist_ok=True)
+        render(explanation, title=path.name).save(picture)
+        written.add(picture)
+        result["explanation_png"] = str(picture)
+    except OSError as error:
+        reason = "not a folder" if isinstance(error, (FileExistsError, NotADirectoryError)) else error.strerror
+        result["error"] = f"{path}: could not write {picture} ({picture.parent}: {reason or error})"
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mnist37-predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="PNG or JPEG files")
@@ -176,7 +210,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from mnist37.checkpoints import load_model
-    from mnist37.explain import explain, render
 
     try:
         checkpoint = args.checkpoint or best_checkpoint(digits=args.digits)[0]
@@ -189,39 +222,15 @@ def main(argv: list[str] | None = None) -> int:
 
     results, written = [], set()
     for path in args.images:
-        try:
-            image = read_image(path, args.background)
-        except BadInputError as error:
-            results.append({"file": str(path), "error": str(error)})
-            print(f"mnist37-predict: error: {error}", file=sys.stderr)
-            continue
-        with torch.no_grad():
-            probabilities = model.probabilities(model(image.reshape(1, -1)))[0]
-        best = int(probabilities.argmax())
-        result = {
-            "file": str(path),
-            "digit": model.digits[best],
-            "probability": round(float(probabilities[best]), 4),
-            "probabilities": {str(d): round(float(p), 4) for d, p in zip(model.digits, probabilities)},
-        }
-        if args.explain:
-            (explanation,) = explain(model, image.reshape(1, -1))
-            picture = explanation_path(args.explain_dir or path.parent, path.stem, written)
-            result["explanation"] = explanation.numbers
-            try:
-                picture.parent.mkdir(parents=True, exist_ok=True)
-                render(explanation, title=path.name).save(picture)
-                written.add(picture)
-                result["explanation_png"] = str(picture)
-            except OSError as error:
-                reason = "not a folder" if isinstance(error, (FileExistsError, NotADirectoryError)) else error.strerror
-                result["error"] = f"{path}: could not write {picture} ({picture.parent}: {reason or error})"
-                print(f"mnist37-predict: error: {result['error']}", file=sys.stderr)
+        explain_dir = (args.explain_dir or path.parent) if args.explain else None
+        result = predict_file(model, path, args.background, explain_dir, written)
         results.append(result)
-        if not args.json:
-            print(f"{path}: {model.digits[best]} (p={float(probabilities[best]):.2f})")
+        if "error" in result:
+            print(f"mnist37-predict: error: {result['error']}", file=sys.stderr)
+        if not args.json and "digit" in result:
+            print(f"{path}: {result['digit']} (p={result['probability']:.2f})")
             if "explanation_png" in result:
-                print(f"  {explanation.summary()}  -> {result['explanation_png']}")
+                print(f"  {result['summary']}  -> {result['explanation_png']}")
     if args.json:
         print(json.dumps({"checkpoint": str(checkpoint), "predictions": results}, indent=2))
     return 1 if any("error" in r for r in results) else 0

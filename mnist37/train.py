@@ -1,15 +1,15 @@
 """Command line: `python -m mnist37.train [overrides]` (or `mnist37-train`), a Hydra app.
 
-This module only turns a config into calls: load the data, build the model and optimizer with
-Hydra's `instantiate`, call `mnist37.loop.train`, write the run's outputs. Everything it calls
-works without Hydra too.
+This module only turns a config into calls, top to bottom in `run`: check the config, `set_up`
+(data, model and optimizer with Hydra's `instantiate`), open the loggers, `fit` (the loop in
+`mnist37.loop`), `write_outputs`. Everything it calls works without Hydra too.
 
-Each run writes into its own folder (outputs/runs/<time>/, or outputs/multirun/<time>/<job>/):
+Each run writes into its own folder (outputs/runs/<time>_<model>/, or outputs/multirun/<time>/<job>/):
   metrics.json   final metrics and the run's settings ("status": completed, failed, diverged, interrupted)
   model.pt       checkpoint for `mnist37.load_model`, written when the run finishes
   last.pt        the run so far, rewritten after every epoch: `trainer.resume=<run folder>` continues it
-  events.*       TensorBoard curves, weight images and histograms
-  train.log, .hydra/   Hydra's log and the exact config used
+  events.*       logger=tensorboard: curves, weight images, explained examples (metrics.csv: logger=csv)
+  train.log, .hydra/, .lock   Hydra's log and the exact config used; the lock of the running process
 """
 
 from __future__ import annotations
