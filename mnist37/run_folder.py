@@ -21,7 +21,7 @@ from mnist37.errors import BadInputError
 LOCK_NAME = ".lock"
 RUN_FILES = ("model.pt", "last.pt", "metrics.json")  # a folder holding one of these holds a run
 # Everything a run (or Hydra, for it) writes into its folder.
-OWN_FILES = (*RUN_FILES, LOCK_NAME, ".hydra", "*.log", ".*.partial", "events.out.tfevents.*")
+OWN_FILES = (*RUN_FILES, LOCK_NAME, ".hydra", "*.log", ".*.partial", "events.out.tfevents.*", "metrics.csv")
 # What a sweep folder holds besides its job folders.
 SWEEP_FILES = (LOCK_NAME, "multirun.yaml", "optimization_results.yaml", ".submitit")
 

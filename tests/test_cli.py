@@ -164,6 +164,9 @@ def test_csv_logger_writes_a_row_per_epoch_with_the_columns_of_metrics_json(tmp_
     common = ["data=embedded", f"data.root={data_root}", "device=cpu", "logger=csv"]
     metrics = run(make_config(*common, "trainer.epochs=3"), tmp_path)
     assert not list(tmp_path.glob("events.out.tfevents.*"))  # only the logger asked for
+    from mnist37.run_folder import foreign_files
+
+    assert foreign_files(tmp_path) == []  # metrics.csv is a run's own file: the folder can be resumed
     with open(tmp_path / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["epochs"]) for r in rows] == [1, 2, 3] and list(rows[0]) == list(metrics)
