@@ -17,11 +17,12 @@ import io
 import json
 import math
 import os
-import stat
 import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from mnist37.run_folder import LOCK_NAME, is_held, read_metrics, read_regular
 
 METRICS = ("valid_accuracy", "valid_loss", "epochs", "train_seconds")
 NOT_SETTINGS = {"trainer.resume", "data.root", "hydra.run.dir"}  # where a run lives, not what it is
@@ -36,19 +37,9 @@ class Job:
     error: str = ""
 
 
-def read_text(path: Path) -> str | None:
-    """The text of `path` if it is a regular file (a FIFO or a device would block or never end)."""
-    try:
-        if not stat.S_ISREG(path.stat().st_mode):
-            return None
-        return path.read_text(errors="replace")
-    except OSError:
-        return None
-
-
 def read_overrides(folder: Path) -> dict[str, str]:
     """The job's command-line overrides, from Hydra's .hydra/overrides.yaml ("key=value" lines)."""
-    text = read_text(folder / ".hydra" / "overrides.yaml")
+    text = read_regular(folder / ".hydra" / "overrides.yaml")
     if text is None:
         return {}
     lines = text.splitlines()
@@ -63,19 +54,14 @@ def read_overrides(folder: Path) -> dict[str, str]:
 
 
 def read_job(folder: Path) -> Job:
-    from mnist37.run_folder import LOCK_NAME, is_held
-
     overrides = read_overrides(folder)
     # No metrics yet: running while a process holds the folder; crashed once none does (a run that
     # took its lock and died before writing metrics.json, e.g. killed).
     unfinished = "crashed" if (folder / LOCK_NAME).exists() and not is_held(folder) else "running"
     if (folder / "metrics.json").exists() and not (folder / "metrics.json").is_file():
         return Job(folder, overrides, "failed", error="metrics.json is not a regular file")
-    try:
-        metrics = json.loads(read_text(folder / "metrics.json") or "")
-    except ValueError:  # not written yet, or caught mid-write
-        return Job(folder, overrides, unfinished)
-    if not isinstance(metrics, dict):
+    metrics = read_metrics(folder)
+    if metrics is None:
         return Job(folder, overrides, unfinished)
     status = str(metrics.get("status", "completed"))
     error = (str(metrics.get("error", "")).splitlines() or [""])[0]

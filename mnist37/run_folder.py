@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import json
 import os
+import stat
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -32,14 +33,31 @@ def holds_run(folder: Path) -> bool:
     return any((folder / name).exists() for name in RUN_FILES)
 
 
+def read_regular(path: Path) -> str | None:
+    """The text of `path` if it is a regular file; None otherwise (missing, a folder, or a FIFO or
+    device that would block or never end)."""
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            return None
+        return path.read_text(errors="replace")
+    except OSError:
+        return None
+
+
+def read_metrics(folder: Path) -> dict | None:
+    """The folder's metrics.json as a dict; None when there is none, or it is not yet whole."""
+    try:
+        metrics = json.loads(read_regular(folder / "metrics.json") or "")
+    except ValueError:  # not written yet, or caught mid-write
+        return None
+    return metrics if isinstance(metrics, dict) else None
+
+
 def completed_metrics(folder: str | Path) -> dict | None:
     """The metrics.json of the completed run (one that wrote its model.pt) in `folder`, or None."""
     folder = Path(folder)
-    try:
-        metrics = json.loads((folder / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return None
-    done = isinstance(metrics, dict) and metrics.get("status") == "completed" and (folder / "model.pt").is_file()
+    metrics = read_metrics(folder)
+    done = metrics is not None and metrics.get("status") == "completed" and (folder / "model.pt").is_file()
     return metrics if done else None
 
 
