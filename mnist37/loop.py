@@ -132,24 +132,24 @@ def run_epoch(model, optimizer, x, targets, batches, precision, stop=None) -> li
 
 def check_finite(losses: list[torch.Tensor], model: Classifier, epoch: int, first_step: int, optimizer) -> None:
     """Raise DivergedError naming the first step whose loss is not finite, or saying that the
-    weights are not (a last step can break them with a finite loss); one host sync."""
+    weights are not (a last step can break them with a finite loss); one host sync for both."""
     if not losses:
         return
     stacked = torch.stack(losses)
-    weights_ok = torch.stack([p.detach().isfinite().all() for p in model.parameters()]).all()
-    bad = (~torch.isfinite(stacked)).nonzero()
-    lr = optimizer.param_groups[0]["lr"]
-    if len(bad):
-        step = int(bad[0])
+    weights_broken = ~torch.stack([p.detach().isfinite().all() for p in model.parameters()]).all()
+    bad = torch.cat([~torch.isfinite(stacked), weights_broken.reshape(1)]).nonzero()  # the sync
+    if not len(bad):
+        return
+    step, lr = int(bad[0]), optimizer.param_groups[0]["lr"]
+    if step < len(losses):
         raise DivergedError(
             f"training diverged: the loss became {stacked[step].item()} at epoch {epoch}, "
             f"step {first_step + step + 1} (lr {lr:g}): lower optimizer.lr"
         )
-    if not weights_ok:
-        raise DivergedError(
-            f"training diverged: the weights became nan or inf in epoch {epoch}, by step "
-            f"{first_step + len(losses)} (lr {lr:g}): lower optimizer.lr"
-        )
+    raise DivergedError(
+        f"training diverged: the weights became nan or inf in epoch {epoch}, by step "
+        f"{first_step + len(losses)} (lr {lr:g}): lower optimizer.lr"
+    )
 
 
 def train(
