@@ -32,9 +32,9 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from mnist37.checkpoints import LAST_NAME, resume_training, save_checkpoint, save_training
+from mnist37.checkpoints import LAST_NAME, load_resumable, resume_training, save_checkpoint, save_training
 from mnist37.config import build, check_overrides, register_schema, validate
-from mnist37.data import Digits
+from mnist37.data import Digits, parse_digits
 from mnist37.errors import BadInputError, first_line
 from mnist37.inspection import Inspector
 from mnist37.loggers import instantiate_loggers
@@ -92,7 +92,7 @@ class PreflightChecks(Callback):
         resume = config.trainer.resume
         check_overrides(config.hydra.overrides.task)
         validate(config)
-        if resume not in (None, AUTO) or (resume == AUTO and (folder / "last.pt").is_file()):
+        if resume not in (None, AUTO) or (resume == AUTO and (folder / LAST_NAME).is_file()):
             check_resumable(config, folder if resume == AUTO else resume)
         if resume is None and holds_run(folder):
             raise BadInputError(f"{folder} already holds a run: refusing to overwrite it; choose another "
@@ -138,9 +138,6 @@ def one_line(check, config: DictConfig) -> None:
 
 def check_resumable(cfg: DictConfig, target) -> None:
     """The run at `target` can be continued with these settings (before Hydra rewrites its config)."""
-    from mnist37.checkpoints import load_resumable
-    from mnist37.data import parse_digits
-
     hparams = {k: v for k, v in OmegaConf.to_container(cfg.model).items() if not k.startswith("_")}
     load_resumable(target, cfg.model._target_.rsplit(".", 1)[-1], hparams, list(parse_digits(cfg.data.digits)),
                    optimizer_name(cfg))
@@ -256,11 +253,10 @@ def fit(setup: Setup, loggers: list, stop: StopRequest) -> None:
         inspector = Inspector(setup.data, cfg.inspect.every, cfg.inspect.examples_per_digit)
 
     def snapshot(step: int) -> None:
-        if inspector is not None:
-            snap = inspector(model, step)
-            for logger in loggers:
-                if logger.takes_snapshots:
-                    logger.log_snapshot(snap)
+        snap = inspector(model, step)
+        for logger in loggers:
+            if logger.takes_snapshots:
+                logger.log_snapshot(snap)
 
     def end_of_epoch(metrics, model) -> None:
         row = metrics_of(setup, "running")
@@ -357,10 +353,10 @@ def hparams_of(cfg: DictConfig, model, data, choices: dict | None = None) -> dic
     optimizer = {} if one_pass else OmegaConf.to_container(cfg.optimizer)
     settings = {
         "model": type(model).__name__,
-        **{f"model.{k}": model.hparams.get(k, NOT_APPLICABLE) for k in option_keys("model")},
+        **{f"model.{k}": NOT_APPLICABLE for k in option_keys("model")},
         **{f"model.{k}": v for k, v in model.hparams.items()},
         "optimizer": NOT_APPLICABLE if one_pass else optimizer_name(cfg),
-        **{f"optimizer.{k}": optimizer.get(k, NOT_APPLICABLE) for k in option_keys("optimizer")},
+        **{f"optimizer.{k}": NOT_APPLICABLE for k in option_keys("optimizer")},
         **{f"optimizer.{k}": v for k, v in optimizer.items() if not k.startswith("_")},
         "trainer.epochs": NOT_APPLICABLE if one_pass else cfg.trainer.epochs,
         "trainer.batch_size": NOT_APPLICABLE if one_pass else cfg.trainer.batch_size,
@@ -407,7 +403,7 @@ def interrupted(metrics: dict, hydra_cfg, run_dir: Path) -> float:
     """A run stopped by a signal, saved: say how to continue it. A job of a sweep returns (NaN, so an
     Optuna trial counts as failed), letting the launcher collect it and the sweep finish; a single
     run, or a job run by the sweep's own process (the basic launcher), exits with 128 + signal."""
-    print(f"mnist37-train: {metrics['signal']} at epoch {metrics['epochs'] + 1}: saved {run_dir / 'last.pt'}; "
+    print(f"mnist37-train: {metrics['signal']} at epoch {metrics['epochs'] + 1}: saved {run_dir / LAST_NAME}; "
           f"continue with: {resume_command(list(hydra_cfg.overrides.task), run_dir)}", file=sys.stderr)
     in_own_process = OmegaConf.select(hydra_cfg, "launcher._target_", default="").endswith(".BasicLauncher")
     if hydra_cfg.mode == RunMode.MULTIRUN and not in_own_process:
@@ -432,9 +428,8 @@ def main(cfg: DictConfig) -> float | None:
     except Exception as error:  # noqa: BLE001 - in a sweep, one job's failure must not end the others
         if not isinstance(error, BadInputError) and not sweeping:
             raise  # a bug in a single run: the whole traceback helps
-        metrics_file = run_dir / "metrics.json"
-        if not metrics_file.exists():  # a diverged or resumed run has its own: keep it
-            metrics_file.write_text(json.dumps({"status": "failed", "error": first_line(error)}, indent=2) + "\n")
+        if not (run_dir / "metrics.json").exists():  # a diverged or resumed run has its own: keep it
+            write_metrics(run_dir, {"status": "failed", "error": first_line(error)})
         if isinstance(error, BadInputError):
             log.error("%s", error)  # a bad input is a sentence for a person, not a traceback
         else:
