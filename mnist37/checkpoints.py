@@ -14,7 +14,7 @@ import torch
 
 from mnist37.data import parse_digits
 from mnist37.errors import BadInputError, first_line
-from mnist37.models import MODELS, Classifier
+from mnist37.models import MODELS, Classifier, keyword_settings
 
 FORMAT = "mnist37-checkpoint"
 VERSION = 1
@@ -79,8 +79,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu",
     is first built on the "meta" device (shapes, no memory), so a crafted `hidden=10**12` costs
     nothing; the weights then take its place only if every name and shape fits.
     """
-    import inspect
-
     checkpoint = load_checkpoint(path)
     name, hparams, digits = checkpoint.get("model"), checkpoint.get("hparams"), checkpoint.get("digits")
     known = {**MODELS, **({model_class.__name__: model_class} if model_class else {})}
@@ -88,9 +86,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu",
         raise CheckpointError(f"{path} holds a model {name!r} that is not one of mnist37's ({', '.join(MODELS)}): "
                               "if it is yours, hand its class over: load_model(path, model_class=...)")
     model_class = known[name]
-    allowed = set(inspect.signature(model_class).parameters) - {"digits"}
-    if not isinstance(hparams, dict) or set(hparams) - allowed:
-        raise CheckpointError(f"{path}: settings {hparams!r} are not those of a {name} (it takes {', '.join(sorted(allowed))})")
+    allowed = keyword_settings(model_class)
+    allowed = allowed - {"digits"} if allowed is not None else None
+    if not isinstance(hparams, dict) or (allowed is not None and set(hparams) - allowed):
+        raise CheckpointError(f"{path}: settings {hparams!r} are not those of a {name} "
+                              f"(it takes {', '.join(sorted(allowed or []))})")
     if not isinstance(checkpoint.get("state_dict"), dict):
         raise CheckpointError(f"{path} holds no weights (no state_dict): it is not a complete mnist37 checkpoint")
     try:

@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 from mnist37.data import parse_digits
 from mnist37.errors import BadInputError, first_line
+from mnist37.models import keyword_settings
 
 
 @dataclass
@@ -93,10 +94,6 @@ def check_overrides(overrides) -> None:
 def check_group(cfg: DictConfig, group: str) -> None:
     """Each key of the group is an argument its `_target_` takes, and no value asks Hydra to call
     something: a misspelled key is named here, not in a traceback from deep inside instantiate."""
-    import inspect
-
-    from hydra.utils import get_object
-
     node = cfg[group]
     for key, value in node.items():
         if isinstance(value, (DictConfig, ListConfig)) and any(k in OmegaConf.to_yaml(value) for k in META_KEYS):
@@ -105,12 +102,12 @@ def check_group(cfg: DictConfig, group: str) -> None:
     if not isinstance(target, str):
         raise BadInputError(f"{group} has no _target_: choose a {group} option from configs/{group}/")
     try:
-        parameters = inspect.signature(get_object(target)).parameters
+        settings = keyword_settings(get_object(target))
     except Exception as error:  # noqa: BLE001 - any failure to find it means the same to the user
         raise BadInputError(f"{group}._target_={target!r} can't be found ({error})") from None
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+    if settings is None:
         return  # takes any keyword: nothing to check against
-    allowed = sorted(set(parameters) - SUPPLIED[group] - {"self"})
+    allowed = sorted(settings - SUPPLIED[group])
     for key in node:
         if key not in allowed and key not in ("_target_", "_partial_"):
             raise BadInputError(

@@ -12,6 +12,7 @@ more digits give one logit per digit and cross-entropy.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 
 import torch
@@ -84,6 +85,15 @@ class Classifier(nn.Module):
         from mnist37.explain import explain_saliency
 
         return explain_saliency(self, x, logits, probabilities, predicted, runner_up)
+
+
+def keyword_settings(target) -> set[str] | None:
+    """The keyword arguments a class or function takes (its settings in a config or a checkpoint),
+    or None when it takes any (**kwargs): what a YAML file or a checkpoint may set, and no more."""
+    parameters = inspect.signature(target).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return None
+    return set(parameters) - {"self"}
 
 
 @contextlib.contextmanager
